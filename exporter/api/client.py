@@ -1,0 +1,412 @@
+"""The Evotic API client: one long-lived httpx client, one retry policy, typed answers.
+
+This client is the only place that retries. httpx's transport retries nothing here; the poller
+never retries a failed request itself. A poll deadline around the calls bounds the total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from exporter.api.errors import (
+    ApiConnectionError,
+    ApiStatusError,
+    ApiTimeoutError,
+    EvoticError,
+    InvalidResponseError,
+    RateLimitedError,
+)
+from exporter.api.models import (
+    LISTING,
+    RAW_LISTING,
+    SERVER,
+    SERVER_STATUS,
+    Page,
+    RawPage,
+    Server,
+    ServerStatus,
+)
+
+ENDPOINT_SERVERS = "servers"
+ENDPOINT_STATUS = "server_status"
+
+# A listing of 50,000 servers is about 40 MB of JSON; nothing real is larger than this.
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+MAX_PAGES = 10_000
+PAGE_CONCURRENCY = 4
+
+
+class RequestObserver(Protocol):
+    """Told about every HTTP request the client makes (for ``evotic_api_requests_total``)."""
+
+    def __call__(self, endpoint: str, code: str, seconds: float) -> None: ...
+
+
+def _ignore_request(endpoint: str, code: str, seconds: float) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to wait before asking again within one poll.
+
+    5xx, connection errors and timeouts are retried with capped exponential back-off and full
+    jitter. 401/403 and other 4xx are final for the poll. A 429 is never retried within the
+    poll: its ``Retry-After`` (capped) holds back every request until it has passed.
+    """
+
+    max_attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    retry_after_cap: float = 900.0
+    retry_after_default: float = 60.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform between 0 and the capped exponential for this attempt."""
+        return rng.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2.0**attempt))
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A listed record that failed validation: where, and why, never the value itself."""
+
+    server_id: str | None
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Every valid server of every page, the records set aside, and where the time went."""
+
+    servers: tuple[Server, ...]
+    rejected: tuple[Rejected, ...] = ()
+    pages: int = 1
+    fetch_seconds: float = 0.0
+    validate_seconds: float = 0.0
+
+
+@dataclass
+class _PageResult:
+    servers: list[Server]
+    rejected: list[Rejected]
+    next_url: str | None
+    last_page: int | None
+    validate_seconds: float
+
+
+def _describe(errors: Sequence[ErrorDetails]) -> tuple[str, ...]:
+    return tuple(
+        f"{'.'.join(str(part) for part in error['loc']) or '<record>'}: {error['msg']}"
+        for error in errors[:3]
+    )
+
+
+def _record_id(record: Any) -> str | None:
+    if isinstance(record, dict):
+        raw = record.get("id")
+        if isinstance(raw, (int, str)) and not isinstance(raw, bool):
+            return str(raw)[:64]
+    return None
+
+
+def parse_listing_page(body: bytes) -> _PageResult:
+    """Validate one page of the listing straight from its JSON bytes.
+
+    The fast path validates the whole page at once. Only when it fails is the page parsed raw,
+    so that each bad record can be set aside with the reason while the good ones are kept.
+    """
+    started = time.perf_counter()
+    typed: list[Server] | Page
+    rejected: list[Rejected] = []
+    try:
+        typed = LISTING.validate_json(body)
+        servers = typed if isinstance(typed, list) else typed.data
+        links, meta = (None, None) if isinstance(typed, list) else (typed.links, typed.meta)
+    except ValidationError:
+        try:
+            raw = RAW_LISTING.validate_json(body)
+        except ValidationError as error:
+            raise InvalidResponseError(
+                "listing is not a JSON array of servers nor a paginated object: "
+                + "; ".join(_describe(error.errors(include_input=False, include_url=False)))
+            ) from None
+        records = raw if isinstance(raw, list) else raw.data
+        links, meta = (None, None) if not isinstance(raw, RawPage) else (raw.links, raw.meta)
+        servers = []
+        for record in records:
+            try:
+                servers.append(SERVER.validate_python(record))
+            except ValidationError as error:
+                detail = _describe(error.errors(include_input=False, include_url=False))
+                rejected.append(Rejected(_record_id(record), detail))
+    return _PageResult(
+        servers=servers,
+        rejected=rejected,
+        next_url=links.next if links else None,
+        last_page=meta.last_page if meta else None,
+        validate_seconds=time.perf_counter() - started,
+    )
+
+
+def _page_url(url: str, page: int) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "page"]
+    query.append(("page", str(page)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _has_page_param(url: str) -> bool:
+    return any(k == "page" for k, _ in parse_qsl(urlsplit(url).query))
+
+
+@dataclass
+class _Hold:
+    """A 429's ``Retry-After``: nothing is sent before ``until`` (monotonic seconds)."""
+
+    until: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class EvoticClient:
+    """Async client for one Evotic account.
+
+    ``token`` is asked for the current token before every request, so a token file re-read by
+    the poller takes effect at once. The token goes in the ``Authorization`` header only, and
+    only to the configured API origin: redirects are refused and a ``links.next`` pointing
+    elsewhere is an invalid response.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Callable[[], str],
+        *,
+        timeout: float,
+        user_agent: str,
+        retry: RetryPolicy = RetryPolicy(),
+        observe: RequestObserver = _ignore_request,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._origin = urlsplit(self._base)[:2]
+        self._token = token
+        self._retry = retry
+        self._observe = observe
+        self._max_bytes = max_response_bytes
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._hold = _Hold(rng=rng or random.Random())
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": user_agent, "Accept": "application/json"},
+            follow_redirects=False,
+            transport=transport,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def held_for(self) -> float:
+        """Seconds until a previous 429 allows the next request (0 when none is pending)."""
+        return max(0.0, self._hold.until - self._monotonic())
+
+    async def list_servers(self) -> Listing:
+        """Fetch every page of ``GET /servers``.
+
+        Once the first page says how many pages there are (``meta.last_page``) and its
+        ``links.next`` numbers pages, the rest are fetched concurrently; otherwise
+        ``links.next`` is followed one page at a time until it is null.
+        """
+        started = time.perf_counter()
+        first_url = f"{self._base}/servers"
+        first = await _parse(await self._get(first_url, ENDPOINT_SERVERS))
+        results = [first]
+        if first.next_url and first.last_page and _has_page_param(first.next_url):
+            self._check_origin(first.next_url)
+            limit = asyncio.Semaphore(PAGE_CONCURRENCY)
+            last = min(first.last_page, MAX_PAGES)
+
+            async def fetch(page: int) -> _PageResult:
+                async with limit:
+                    body = await self._get(_page_url(first.next_url or "", page), ENDPOINT_SERVERS)
+                return await _parse(body)
+
+            results += await asyncio.gather(*(fetch(page) for page in range(2, last + 1)))
+        else:
+            seen = {first_url}
+            next_url = first.next_url
+            while next_url:
+                self._check_origin(next_url)
+                if next_url in seen or len(seen) >= MAX_PAGES:
+                    raise InvalidResponseError("listing pagination loops or never ends")
+                seen.add(next_url)
+                page = await _parse(await self._get(next_url, ENDPOINT_SERVERS))
+                results.append(page)
+                next_url = page.next_url
+        validate_seconds = sum(result.validate_seconds for result in results)
+        return _merge(results, time.perf_counter() - started - validate_seconds, validate_seconds)
+
+    async def server_status(self, server_id: str) -> ServerStatus:
+        """``GET /servers/{id}/status`` (the documentation misprints this URL)."""
+        body = await self._get(f"{self._base}/servers/{server_id}/status", ENDPOINT_STATUS)
+        try:
+            return SERVER_STATUS.validate_json(body)
+        except ValidationError as error:
+            raise InvalidResponseError(
+                "status answer is not valid: "
+                + "; ".join(_describe(error.errors(include_input=False, include_url=False)))
+            ) from None
+
+    def _check_origin(self, url: str) -> None:
+        if urlsplit(url)[:2] != self._origin:
+            raise InvalidResponseError(
+                "listing links to another origin; not sending the token there"
+            )
+
+    async def _get(self, url: str, endpoint: str) -> bytes:
+        attempt = 0
+        while True:
+            try:
+                return await self._get_once(url, endpoint)
+            except (ApiConnectionError, ApiStatusError) as error:
+                retryable = isinstance(error, ApiConnectionError) or (
+                    error.reason == "server_error"
+                )
+                attempt += 1
+                if not retryable or attempt >= self._retry.max_attempts:
+                    raise
+                await self._sleep(self._retry.backoff(attempt, self._hold.rng))
+
+    async def _get_once(self, url: str, endpoint: str) -> bytes:
+        waiting = self.held_for
+        if waiting > 0:
+            raise RateLimitedError(
+                f"rate limited: holding requests for another {math.ceil(waiting)} s", waiting
+            )
+        headers = {"Authorization": f"Bearer {self._token()}"}
+        started = time.perf_counter()
+        code = "error"
+        try:
+            async with self._http.stream("GET", url, headers=headers) as response:
+                code = str(response.status_code)
+                if response.status_code != 200:
+                    self._raise_for_status(response)
+                return await self._read_capped(response)
+        except httpx.TimeoutException:
+            code = "timeout"
+            raise ApiTimeoutError(f"{endpoint}: no answer within the timeout") from None
+        except httpx.TransportError as error:
+            code = "connection" if code == "error" else code
+            raise ApiConnectionError(f"{endpoint}: {type(error).__name__}") from None
+        finally:
+            self._observe(endpoint, code, time.perf_counter() - started)
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+            if retry_after is None:
+                retry_after = self._retry.retry_after_default
+            retry_after = min(retry_after, self._retry.retry_after_cap)
+            self._hold.until = self._monotonic() + retry_after
+            raise RateLimitedError(
+                f"HTTP 429: rate limited, retrying after {math.ceil(retry_after)} s", retry_after
+            )
+        if 300 <= status < 400:
+            raise InvalidResponseError(f"HTTP {status}: redirect refused")
+        explanation = {401: "token rejected", 403: "token not allowed"}.get(status, "")
+        suffix = f": {explanation}" if explanation else ""
+        raise ApiStatusError(f"HTTP {status}{suffix}", status)
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise InvalidResponseError(f"answer larger than {self._max_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise InvalidResponseError(f"answer larger than {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def _parse(body: bytes) -> _PageResult:
+    # Validation is CPU work: off the event loop, so scrapes are served meanwhile.
+    return await asyncio.to_thread(parse_listing_page, body)
+
+
+def _merge(results: list[_PageResult], fetch_seconds: float, validate_seconds: float) -> Listing:
+    """Join pages; a server id listed twice keeps its first record, the rest are set aside."""
+    servers: list[Server] = []
+    rejected: list[Rejected] = []
+    seen: set[str] = set()
+    for result in results:
+        rejected += result.rejected
+        for server in result.servers:
+            if server.id in seen:
+                rejected.append(Rejected(server.id, ("id: listed more than once",)))
+                continue
+            seen.add(server.id)
+            servers.append(server)
+    if not servers and rejected:
+        raise InvalidResponseError(
+            f"all {len(rejected)} listed servers failed validation, e.g. "
+            + "; ".join(rejected[0].errors)
+        )
+    return Listing(
+        servers=tuple(servers),
+        rejected=tuple(rejected),
+        pages=len(results),
+        fetch_seconds=max(0.0, fetch_seconds),
+        validate_seconds=validate_seconds,
+    )
+
+
+__all__ = [
+    "ENDPOINT_SERVERS",
+    "ENDPOINT_STATUS",
+    "EvoticClient",
+    "EvoticError",
+    "Listing",
+    "Rejected",
+    "RetryPolicy",
+    "parse_listing_page",
+    "parse_retry_after",
+]

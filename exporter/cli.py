@@ -1,0 +1,130 @@
+"""The ``evotic-exporter`` command: read settings, wire the parts together, serve until told.
+
+Exit codes: 0 after SIGTERM/SIGINT, 2 for invalid settings (one line on stderr, no traceback),
+1 when the listen address cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import structlog
+from prometheus_client import CollectorRegistry, ProcessCollector
+from pydantic import ValidationError
+
+from exporter import __version__
+from exporter.api.client import EvoticClient
+from exporter.config import OPTIONS, Settings, format_validation_error
+from exporter.logging import Redactor, configure_logging
+from exporter.metrics import ApiStats, ExporterCollector
+from exporter.poller import Poller, PollSettings, TokenSource
+from exporter.server import ExporterApp
+from exporter.webserver import AsgiServer, bind_socket, parse_listen_address
+
+PROG = "evotic-exporter"
+DEMO_CHURN_INTERVAL = 300.0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print the whole usage first; one line is easier to act on.
+        self.exit(2, f"{PROG}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Prometheus exporter for servers hosted at Evotic.",
+                     argument_default=argparse.SUPPRESS)  # fmt: skip
+    for option in OPTIONS:
+        env = f"EVOTIC_{option.field.upper()}"
+        if option.boolean:
+            parser.add_argument(option.flag, dest=option.field, action="store_true",
+                                help=f"{option.help} [{env}]")  # fmt: skip
+        else:
+            parser.add_argument(option.flag, dest=option.field, metavar="VALUE",
+                                help=f"{option.help} [{env}]")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return parser
+
+
+class SettingsError(Exception):
+    """Settings that cannot start the exporter; the message is one line without secrets."""
+
+
+def load_settings(argv: Sequence[str] | None) -> Settings:
+    flags: dict[str, Any] = vars(build_parser().parse_args(argv))
+    try:
+        return Settings(**flags)
+    except ValidationError as error:
+        raise SettingsError(format_validation_error(error)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
+    return asyncio.run(run(settings))
+
+
+async def run(settings: Settings) -> int:
+    redactor = Redactor()
+    configure_logging(settings.log_level, settings.log_format, redactor)
+    log = structlog.get_logger("exporter")
+
+    simulator = None
+    api_url = settings.api_url
+    if settings.demo:
+        from exporter.simulator import SimulatorOptions, start_simulator
+
+        simulator = await start_simulator(SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL))
+        api_url = simulator.url
+        token = TokenSource(redactor, token=simulator.token)
+    elif settings.api_token is not None:
+        token = TokenSource(redactor, token=settings.api_token.get_secret_value())
+    else:
+        token = TokenSource(redactor, path=settings.api_token_file)
+
+    api_stats = ApiStats()
+    client = EvoticClient(
+        api_url, token, timeout=settings.api_timeout,
+        user_agent=f"{PROG}/{__version__}", observe=api_stats.observe,
+    )  # fmt: skip
+    poller = Poller(client, token, PollSettings.from_settings(settings))
+    registry = CollectorRegistry()
+    registry.register(ExporterCollector(poller.state, api_stats, lambda: poller.poll_errors,
+                                        __version__))  # fmt: skip
+    ProcessCollector(registry=registry)
+    app = ExporterApp(poller, registry, version=__version__)
+
+    host, port = parse_listen_address(settings.listen_address)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as error:
+        log.error("cannot listen", address=settings.listen_address, error=error.strerror)
+        await client.aclose()
+        if simulator is not None:
+            await simulator.stop()
+        return 1
+    server = AsgiServer(app, sock)
+    await server.start()
+    poller.start()
+    log.info("listening", address=f"{host}:{server.port}", api=api_url, demo=settings.demo,
+             version=__version__)  # fmt: skip
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    await poller.stop()
+    if simulator is not None:
+        await simulator.stop()
+    return 0

@@ -1,0 +1,144 @@
+"""Settings: one pydantic-settings class; each setting is an ``EVOTIC_*`` variable and a flag.
+
+A flag given on the command line wins over the environment. An invalid setting is reported as
+one line naming both its variable and its flag; the token's value is never part of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exporter.webserver import parse_listen_address
+
+DEFAULT_PORT = 19875
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a setting is spelled on the command line, for argparse and for error messages."""
+
+    field: str
+    flag: str
+    help: str
+    boolean: bool = False
+
+
+class Settings(BaseSettings):
+    """Everything the exporter can be told at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVOTIC_",
+        hide_input_in_errors=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    api_url: str = "https://evotic.io/api/v1"
+    api_token: SecretStr | None = None
+    api_token_file: Path | None = None
+    api_timeout: float = Field(default=10.0, gt=0, le=300)
+    poll_interval: float = Field(default=60.0, ge=1, le=86400)
+    stale_after: float = Field(default=600.0, gt=0)
+    collect_status: bool = False
+    status_concurrency: int = Field(default=4, ge=1, le=64)
+    status_interval: float = Field(default=300.0, ge=1)
+    listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
+    web_config_file: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    demo: bool = False
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must not carry credentials, a query or a fragment")
+        return value.rstrip("/")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _token_source(self) -> Settings:
+        if self.demo:
+            return self
+        if self.api_token is not None and self.api_token_file is not None:
+            raise ValueError("api_token: set either the token or the token file, not both")
+        if self.api_token is None and self.api_token_file is None:
+            raise ValueError("api_token: a token is required (or a token file, or --demo)")
+        if self.api_token is not None and not self.api_token.get_secret_value().strip():
+            raise ValueError("api_token: is empty")
+        if self.api_token_file is not None:
+            read_token_file(self.api_token_file)
+        return self
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path``, surrounding white space removed; ``ValueError`` if unusable."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ValueError(f"api_token_file: cannot read {path}: {reason}") from None
+    if not token:
+        raise ValueError(f"api_token_file: {path} is empty")
+    return token
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("api_url", "--api.url", "Evotic API base URL"),
+    Option("api_token", "--api.token", "API bearer token (prefer --api.token-file)"),
+    Option("api_token_file", "--api.token-file", "file holding the token, re-read every poll"),
+    Option("api_timeout", "--api.timeout", "seconds per HTTP request"),
+    Option("poll_interval", "--poll.interval", "seconds between polls (at least 1)"),
+    Option("stale_after", "--poll.stale-after", "drop server series older than this (s)"),
+    Option("collect_status", "--collector.status", "also call the per-server status endpoint",
+           boolean=True),
+    Option("status_concurrency", "--collector.status.concurrency",
+           "status calls in flight at once"),
+    Option("status_interval", "--collector.status.interval", "seconds between status sweeps"),
+    Option("listen_address", "--web.listen-address", f"host:port to serve on (:{DEFAULT_PORT})"),
+    Option("web_config_file", "--web.config.file", "TLS and basic-auth configuration file"),
+    Option("log_level", "--log.level", "debug, info, warning or error"),
+    Option("log_format", "--log.format", "auto, console or json"),
+    Option("demo", "--demo", "run against the built-in simulator; no token needed",
+           boolean=True),
+)  # fmt: skip
+
+_BY_FIELD = {option.field: option for option in OPTIONS}
+
+
+def describe_setting(field: str) -> str:
+    """``EVOTIC_POLL_INTERVAL (--poll.interval)`` for a field name."""
+    option = _BY_FIELD.get(field)
+    env = f"EVOTIC_{field.upper()}"
+    return f"{env} ({option.flag})" if option else env
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line for every problem, naming variable and flag, never the rejected value."""
+    problems = []
+    for detail in error.errors(include_input=False, include_url=False):
+        field = str(detail["loc"][0]) if detail["loc"] else ""
+        message = detail["msg"].removeprefix("Value error, ")
+        if not field and ":" in message:  # raised by a model validator as "field: message"
+            field, message = (part.strip() for part in message.split(":", 1))
+        problems.append(f"{describe_setting(field) if field else 'settings'}: {message}")
+    return "invalid setting " + "; ".join(problems)

@@ -1,0 +1,172 @@
+"""The HTTP side: ``/``, ``/metrics``, ``/healthz`` and ``/readyz`` as a plain ASGI app.
+
+``/metrics`` is the per-server exposition the poller rendered last, followed by the exporter's
+own metrics, collected fresh for each scrape. Nothing here waits for the Evotic API.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import cast
+
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from exporter.metrics import Format
+from exporter.poller import Poller
+from exporter.webserver import Receive, Scope, Send
+
+Headers = list[tuple[bytes, bytes]]
+
+TEXT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE = b"application/openmetrics-text; version=1.0.0; charset=utf-8"
+PLAIN = b"text/plain; charset=utf-8"
+METHODS = (b"GET", b"HEAD")
+
+_openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
+
+
+def _media_ranges(header: str) -> Iterable[tuple[str, float]]:
+    """``(token, q)`` for each entry of an Accept or Accept-Encoding header."""
+    for entry in header.split(","):
+        token, *params = (part.strip() for part in entry.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if token:
+            yield token.lower(), q
+
+
+def negotiate(accept: str, accept_encoding: str) -> tuple[Format, bool]:
+    """Which format (OpenMetrics only when asked for) and whether to gzip."""
+    fmt: Format = "text"
+    if any(t == "application/openmetrics-text" and q > 0 for t, q in _media_ranges(accept)):
+        fmt = "openmetrics"
+    gzip = any(t in ("gzip", "x-gzip") and q > 0 for t, q in _media_ranges(accept_encoding))
+    return fmt, gzip
+
+
+class ExporterApp:
+    """ASGI application serving one poller's metrics and the exporter's own."""
+
+    def __init__(
+        self,
+        poller: Poller,
+        own_metrics: CollectorRegistry,
+        *,
+        version: str,
+        extra_headers: Mapping[str, str] | None = None,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self._poller = poller
+        self._own = own_metrics
+        self._version = version
+        self._extra: Headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in (extra_headers or {}).items()
+        ]
+        self._log = logger or structlog.get_logger("exporter.server")
+        self._routes: dict[str, Callable[[Scope], Awaitable[tuple[int, Headers, list[bytes]]]]]
+        self._routes = {
+            "/": self._landing,
+            "/metrics": self._metrics,
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        method = scope["method"].encode("latin-1")
+        route = self._routes.get(scope["path"])
+        if route is None:
+            status, headers, chunks = 404, [(b"content-type", PLAIN)], [b"not found\n"]
+        elif method not in METHODS:
+            status, headers, chunks = (
+                405,
+                [(b"content-type", PLAIN), (b"allow", b"GET, HEAD")],
+                [b"method not allowed\n"],
+            )
+        else:
+            try:
+                status, headers, chunks = await route(scope)
+            except Exception:
+                self._log.exception("request failed", path=scope["path"])
+                status, headers, chunks = 500, [(b"content-type", PLAIN)], [b"internal error\n"]
+        await self._send(send, method, status, headers, chunks)
+        self._log.debug(
+            "request", method=scope["method"], path=scope["path"], status=status,
+            seconds=round(time.perf_counter() - started, 4),
+        )  # fmt: skip
+
+    async def _send(
+        self, send: Send, method: bytes, status: int, headers: Headers, chunks: list[bytes]
+    ) -> None:
+        length = sum(len(chunk) for chunk in chunks)
+        headers = [*headers, (b"content-length", str(length).encode()), *self._extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if method == b"HEAD":
+            chunks = []
+        for i, chunk in enumerate(chunks):
+            more = i < len(chunks) - 1
+            await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        if not chunks:
+            await send({"type": "http.response.body", "body": b""})
+
+    async def _metrics(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
+        request = {k.lower(): v for k, v in scope["headers"]}
+        fmt, gzip = negotiate(
+            request.get(b"accept", b"").decode("latin-1"),
+            request.get(b"accept-encoding", b"").decode("latin-1"),
+        )
+        view = self._poller.view()
+        render_own = _openmetrics_latest if fmt == "openmetrics" else generate_latest
+        own = render_own(self._own)
+        headers: Headers = [
+            (b"content-type", OPENMETRICS_TYPE if fmt == "openmetrics" else TEXT_TYPE),
+            (b"vary", b"Accept, Accept-Encoding"),
+            (b"cache-control", b"no-store"),
+        ]
+        if gzip:
+            stream = await view.exposition.compressed(fmt)
+            headers.append((b"content-encoding", b"gzip"))
+            return 200, headers, [stream.head, stream.finish(own)]
+        return 200, headers, [await view.exposition.body(fmt), own]
+
+    async def _healthz(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
+        if self._poller.alive():
+            return 200, [(b"content-type", PLAIN)], [b"ok\n"]
+        return 503, [(b"content-type", PLAIN)], [b"poll loop is not running\n"]
+
+    async def _readyz(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
+        view = self._poller.view()
+        return (
+            (200 if view.ready else 503),
+            [(b"content-type", PLAIN)],
+            [f"{view.reason}\n".encode()],
+        )
+
+    async def _landing(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
+        version = html.escape(self._version)
+        page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Evotic exporter</title></head>
+<body>
+<h1>Evotic exporter</h1>
+<p>Version {version}. Prometheus metrics for servers hosted at Evotic.</p>
+<ul>
+<li><a href="metrics">metrics</a></li>
+<li><a href="healthz">healthz</a> (the process and its poll loop are alive)</li>
+<li><a href="readyz">readyz</a> (a recent successful poll is being served)</li>
+</ul>
+</body></html>
+"""
+        return 200, [(b"content-type", b"text/html; charset=utf-8")], [page.encode()]

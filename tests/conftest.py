@@ -1,0 +1,31 @@
+"""Shared fixtures: the sample listing, and the paths of golden files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.api.client import parse_listing_page
+from exporter.api.models import ServerStatus
+from exporter.snapshot import Snapshot
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def sample_listing() -> bytes:
+    return (DATA / "servers.json").read_bytes()
+
+
+@pytest.fixture
+def sample_snapshot(sample_listing: bytes) -> Snapshot:
+    servers = tuple(parse_listing_page(sample_listing).servers)
+    statuses = {
+        "1": ServerStatus(status="creating the backup", real_status="started",
+                          is_processing=True, progress=53),
+        "3": ServerStatus(status="stopped", real_status="stopped", is_processing=False,
+                          progress=100),
+    }  # fmt: skip
+    return Snapshot(servers=servers, taken_at=1_700_000_000.0, statuses=statuses)

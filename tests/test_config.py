@@ -1,0 +1,87 @@
+"""Settings from flags and environment, and the one-line errors for bad ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import SettingsError, build_parser, load_settings
+from exporter.config import OPTIONS, Settings
+
+SECRET = "canary-Settings-9d1f"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in __import__("os").environ if n.startswith("EVOTIC_")]:
+        monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = load_settings(["--api.token", SECRET])
+    assert settings.api_url == "https://evotic.io/api/v1"
+    assert settings.api_timeout == 10
+    assert settings.poll_interval == 60
+    assert settings.collect_status is False
+    assert settings.listen_address == "0.0.0.0:19875"
+    assert settings.log_level == "info"
+    assert settings.log_format == "auto"
+
+
+def test_environment_and_flags_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVOTIC_API_TOKEN", SECRET)
+    monkeypatch.setenv("EVOTIC_POLL_INTERVAL", "30")
+    monkeypatch.setenv("EVOTIC_COLLECT_STATUS", "true")
+    monkeypatch.setenv("EVOTIC_LOG_LEVEL", "DEBUG")
+    settings = load_settings(["--poll.interval", "15"])
+    assert settings.poll_interval == 15
+    assert settings.collect_status is True
+    assert settings.log_level == "debug"
+    assert settings.api_token is not None
+    assert settings.api_token.get_secret_value() == SECRET
+
+
+def test_every_setting_has_a_flag_and_every_flag_a_setting() -> None:
+    fields = set(Settings.model_fields)
+    assert {option.field for option in OPTIONS} == fields
+    help_text = build_parser().format_help()
+    for option in OPTIONS:
+        assert option.flag in help_text
+        assert f"EVOTIC_{option.field.upper()}" in help_text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "EVOTIC_API_TOKEN (--api.token): a token is required"),
+        (["--api.token", SECRET, "--poll.interval", "0"], "EVOTIC_POLL_INTERVAL (--poll.interval)"),
+        (["--api.token", SECRET, "--api.url", "not a url"], "EVOTIC_API_URL (--api.url)"),
+        (["--api.token", SECRET, "--api.url", f"https://u:{SECRET}@x/"], "EVOTIC_API_URL"),
+        (["--api.token", SECRET, "--api.timeout", "-1"], "EVOTIC_API_TIMEOUT (--api.timeout)"),
+        (["--api.token-file", "/nonexistent/token"], "cannot read /nonexistent/token"),
+        (["--api.token", SECRET, "--web.listen-address", "nowhere"], "EVOTIC_LISTEN_ADDRESS"),
+        (["--api.token", SECRET, "--log.level", "chatty"], "EVOTIC_LOG_LEVEL (--log.level)"),
+        (["--api.token", SECRET, "--api.token-file", "/etc/hostname"], "not both"),
+    ],
+)
+def test_invalid_settings_give_one_line_without_the_secret(
+    argv: list[str], expected: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(argv)
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+    assert SECRET not in message
+
+
+def test_token_file_must_not_be_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "token"
+    empty.write_text("  \n")
+    with pytest.raises(SettingsError, match="is empty"):
+        load_settings(["--api.token-file", str(empty)])
+
+
+def test_demo_needs_no_token() -> None:
+    assert load_settings(["--demo"]).demo is True
