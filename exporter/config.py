@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from exporter.quota import QuotaError, Quotas, load_quotas, parse_size
 from exporter.webserver import parse_listen_address
 
 DEFAULT_PORT = 19875
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     status_interval: float = Field(default=300.0, ge=1)
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     web_config_file: Path | None = None
+    traffic_quota_bytes: float | None = None
+    traffic_quota_file: Path | None = None
+    traffic_period_start_day: int = Field(default=1, ge=1, le=31)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
     demo: bool = False
@@ -64,6 +68,20 @@ class Settings(BaseSettings):
             raise ValueError("must not carry credentials, a query or a fragment")
         return value.rstrip("/")
 
+    @field_validator("traffic_quota_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        try:
+            return parse_size(value, "size")
+        except QuotaError as error:
+            raise ValueError(str(error).removeprefix("size: ")) from None
+
+    def quotas(self) -> Quotas:
+        """The traffic quotas; the file was checked when the settings were loaded."""
+        return load_quotas(self.traffic_quota_bytes, self.traffic_quota_file)
+
     @field_validator("listen_address")
     @classmethod
     def _listen_address(cls, value: str) -> str:
@@ -74,6 +92,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _quota_file(self) -> Settings:
+        try:
+            self.quotas()
+        except QuotaError as error:
+            raise ValueError(f"traffic_quota_file: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _token_source(self) -> Settings:
@@ -116,6 +142,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("status_interval", "--collector.status.interval", "seconds between status sweeps"),
     Option("listen_address", "--web.listen-address", f"host:port to serve on (:{DEFAULT_PORT})"),
     Option("web_config_file", "--web.config.file", "TLS and basic-auth configuration file"),
+    Option("traffic_quota_bytes", "--traffic.quota-bytes",
+           "traffic included per billing period and direction (bytes, or 20TiB, 5TB)"),
+    Option("traffic_quota_file", "--traffic.quota-file", "YAML file of per-server quotas"),
+    Option("traffic_period_start_day", "--traffic.period-start-day",
+           "day of the month (UTC) a billing period starts"),
     Option("log_level", "--log.level", "debug, info, warning or error"),
     Option("log_format", "--log.format", "auto, console or json"),
     Option("demo", "--demo", "run against the built-in simulator; no token needed",

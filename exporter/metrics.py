@@ -118,6 +118,12 @@ SERVER_TRAFFIC_EXCEEDED = MetricDef(
     "(field usage.traffic.<direction>.is_exceeded)." + _REFRESH,
     ("direction",),
 )  # fmt: skip
+SERVER_TRAFFIC_QUOTA = MetricDef(
+    "evotic_server_traffic_quota_bytes", "gauge",
+    "Traffic included per billing period in bytes, per direction, where a quota is configured "
+    "(EVOTIC_TRAFFIC_QUOTA_BYTES, EVOTIC_TRAFFIC_QUOTA_FILE)." + _REFRESH,
+    ("direction",),
+)  # fmt: skip
 SERVER_IP = MetricDef(
     "evotic_server_ip_address_info", "gauge",
     "One series per IP address of the server, always 1 (field ip_addresses)." + _REFRESH,
@@ -139,9 +145,23 @@ SERVER_PROGRESS = MetricDef(
 SERVER_METRICS: tuple[MetricDef, ...] = (
     SERVER_INFO, SERVER_STATUS, SERVER_RUNNING, SERVER_CREATED, SERVER_CPU_CORES,
     SERVER_MEMORY, SERVER_DISK, SERVER_CPU_USAGE, SERVER_MEMORY_USED, SERVER_DISK_USED,
-    SERVER_TRAFFIC, SERVER_TRAFFIC_PREVIOUS, SERVER_TRAFFIC_EXCEEDED, SERVER_IP,
-    SERVER_PROCESSING, SERVER_PROGRESS,
+    SERVER_TRAFFIC, SERVER_TRAFFIC_PREVIOUS, SERVER_TRAFFIC_EXCEEDED, SERVER_TRAFFIC_QUOTA,
+    SERVER_IP, SERVER_PROCESSING, SERVER_PROGRESS,
 )  # fmt: skip
+
+PERIOD_START = MetricDef(
+    "evotic_traffic_period_start_timestamp_seconds", "gauge",
+    "Start of the current billing period in Unix seconds (EVOTIC_TRAFFIC_PERIOD_START_DAY, UTC).",
+    per_server=False,
+)  # fmt: skip
+PERIOD_END = MetricDef(
+    "evotic_traffic_period_end_timestamp_seconds", "gauge",
+    "End of the current billing period in Unix seconds (EVOTIC_TRAFFIC_PERIOD_START_DAY, UTC).",
+    per_server=False,
+)  # fmt: skip
+
+# Rendered with the per-server families, once per poll.
+SNAPSHOT_METRICS: tuple[MetricDef, ...] = (*SERVER_METRICS, PERIOD_START, PERIOD_END)
 
 UP = MetricDef(
     "evotic_up", "gauge", "1 when the last poll of the API succeeded, else 0.", per_server=False
@@ -206,11 +226,15 @@ floatToGoString = cast(Callable[[float], str], _untyped_float_to_go_string)
 
 
 def server_samples(snapshot: Snapshot) -> dict[MetricDef, list[Sample]]:
-    """Every per-server sample of a snapshot, label values in ``MetricDef.all_labels`` order.
+    """Every sample of a snapshot, label values in ``MetricDef.all_labels`` order.
 
     A server without usage data gets no usage or traffic samples (absent, not zero).
     """
-    out: dict[MetricDef, list[Sample]] = {metric: [] for metric in SERVER_METRICS}
+    out: dict[MetricDef, list[Sample]] = {metric: [] for metric in SNAPSHOT_METRICS}
+    if snapshot.period is not None:
+        out[PERIOD_START].append(((), snapshot.period[0]))
+        out[PERIOD_END].append(((), snapshot.period[1]))
+    quotas, quota = snapshot.quotas, out[SERVER_TRAFFIC_QUOTA]
     info, status_, running = out[SERVER_INFO], out[SERVER_STATUS], out[SERVER_RUNNING]
     created, cores, memory, disk = (
         out[SERVER_CREATED], out[SERVER_CPU_CORES], out[SERVER_MEMORY], out[SERVER_DISK]
@@ -259,6 +283,8 @@ def server_samples(snapshot: Snapshot) -> dict[MetricDef, list[Sample]]:
                         previous.append((labels, flow.prev))
                     if flow.is_exceeded is not None:
                         exceeded.append((labels, 1.0 if flow.is_exceeded else 0.0))
+        for direction, size in quotas.for_server(server).items():
+            quota.append(((*key, direction), size))
         for address in server.ip_addresses or ():
             primary = "true" if address.is_primary else "false"
             ips.append(((*key, address.ip, primary, address.family), 1.0))
@@ -430,7 +456,7 @@ class ExporterCollector(Collector):
 def markdown_table() -> str:
     """The README's metrics table, generated here so that it cannot drift from the code."""
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for metric in SERVER_METRICS + EXPORTER_METRICS:
+    for metric in SNAPSHOT_METRICS + EXPORTER_METRICS:
         labels = ", ".join(f"`{label}`" for label in metric.all_labels) or "—"
         rows.append(f"| `{metric.name}` | {metric.kind} | {labels} | {metric.help} |")
     return "\n".join(rows) + "\n"

@@ -24,6 +24,7 @@ from exporter.config import Settings, read_token_file
 from exporter.exposition import Exposition
 from exporter.logging import Redactor
 from exporter.metrics import ExporterState
+from exporter.quota import Quotas, billing_period
 from exporter.snapshot import Snapshot
 
 POLL_REASONS = (*REASONS, "internal")
@@ -67,6 +68,8 @@ class PollSettings:
     collect_status: bool = False
     status_concurrency: int = 4
     status_interval: float = 300.0
+    quotas: Quotas = field(default_factory=lambda: Quotas({}))
+    period_start_day: int = 1
 
     @property
     def deadline(self) -> float:
@@ -88,6 +91,8 @@ class PollSettings:
             collect_status=settings.collect_status,
             status_concurrency=settings.status_concurrency,
             status_interval=settings.status_interval,
+            quotas=settings.quotas(),
+            period_start_day=settings.traffic_period_start_day,
         )
 
 
@@ -201,10 +206,13 @@ class Poller:
                 self._token.refresh()
                 listing = await self._client.list_servers()
                 render_started = time.perf_counter()
+                now = self._clock()
                 snapshot = Snapshot(
                     servers=listing.servers,
-                    taken_at=self._clock(),
+                    taken_at=now,
                     statuses=self._statuses_for(listing.servers),
+                    quotas=self._settings.quotas,
+                    period=billing_period(now, self._settings.period_start_day),
                 )
                 exposition = await asyncio.to_thread(Exposition, snapshot)
                 render_seconds = time.perf_counter() - render_started

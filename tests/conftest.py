@@ -8,6 +8,7 @@ import pytest
 
 from exporter.api.client import parse_listing_page
 from exporter.api.models import ServerStatus
+from exporter.quota import Quotas, Rule
 from exporter.snapshot import Snapshot
 
 DATA = Path(__file__).parent / "data"
@@ -28,4 +29,11 @@ def sample_snapshot(sample_listing: bytes) -> Snapshot:
         "3": ServerStatus(status="stopped", real_status="stopped", is_processing=False,
                           progress=100),
     }  # fmt: skip
-    return Snapshot(servers=servers, taken_at=1_700_000_000.0, statuses=statuses)
+    quotas = Quotas(
+        default={"incoming": 2.0**40, "outgoing": 2.0**40},
+        rules=(Rule(quota={"outgoing": 5 * 2.0**30}, hostname="サーバー-*"),),
+    )
+    return Snapshot(
+        servers=servers, taken_at=1_700_000_000.0, statuses=statuses, quotas=quotas,
+        period=(1_698_796_800.0, 1_701_388_800.0),
+    )  # fmt: skip

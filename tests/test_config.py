@@ -65,9 +65,7 @@ def test_every_setting_has_a_flag_and_every_flag_a_setting() -> None:
         (["--api.token", SECRET, "--api.token-file", "/etc/hostname"], "not both"),
     ],
 )
-def test_invalid_settings_give_one_line_without_the_secret(
-    argv: list[str], expected: str
-) -> None:
+def test_invalid_settings_give_one_line_without_the_secret(argv: list[str], expected: str) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(argv)
     message = str(caught.value)

@@ -11,7 +11,18 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
-from exporter.metrics import Format, render_families, server_samples, to_client_metrics
+from exporter.metrics import (
+    SERVER_CPU_USAGE,
+    SERVER_DISK_USED,
+    SERVER_MEMORY_USED,
+    SERVER_TRAFFIC,
+    SERVER_TRAFFIC_EXCEEDED,
+    SERVER_TRAFFIC_PREVIOUS,
+    Format,
+    render_families,
+    server_samples,
+    to_client_metrics,
+)
 from exporter.snapshot import Snapshot
 
 from .conftest import GOLDEN
@@ -33,7 +44,9 @@ def _client_render(snapshot: Snapshot, fmt: Format) -> bytes:
     return openmetrics.generate_latest(registry).removesuffix(b"# EOF\n")
 
 
-@pytest.mark.parametrize(("fmt", "golden"), [("text", "servers.prom"), ("openmetrics", "servers.om")])
+@pytest.mark.parametrize(
+    ("fmt", "golden"), [("text", "servers.prom"), ("openmetrics", "servers.om")]
+)
 def test_render_matches_golden_file(sample_snapshot: Snapshot, fmt: Format, golden: str) -> None:
     rendered = render_families(server_samples(sample_snapshot), fmt)
     path = GOLDEN / golden
@@ -60,10 +73,10 @@ def test_label_values_are_escaped_exactly_as_sent(sample_snapshot: Snapshot) -> 
 
 def test_server_without_usage_has_no_usage_series(sample_snapshot: Snapshot) -> None:
     families = server_samples(sample_snapshot)
+    usage = (SERVER_CPU_USAGE, SERVER_MEMORY_USED, SERVER_DISK_USED, SERVER_TRAFFIC,
+             SERVER_TRAFFIC_PREVIOUS, SERVER_TRAFFIC_EXCEEDED)  # fmt: skip
     for metric, samples in families.items():
-        if metric.name.startswith(("evotic_server_traffic", "evotic_server_cpu_usage")) or (
-            metric.name.endswith("_used_bytes")
-        ):
+        if metric in usage:
             assert all(labels[0] != "2" for labels, _ in samples), metric.name
 
 
@@ -81,6 +94,11 @@ def test_units_are_converted_to_base_units(sample_snapshot: Snapshot) -> None:
     assert families["evotic_server_traffic_limit_exceeded"][(*key, "outgoing")] == 1.0
     assert families["evotic_server_progress_ratio"][(*key, "creating the backup")] == 0.53
     assert families["evotic_server_processing"][("3", "サーバー-7")] == 0.0
+    assert families["evotic_server_traffic_quota_bytes"][(*key, "outgoing")] == 2**40
+    assert (
+        families["evotic_server_traffic_quota_bytes"][("3", "サーバー-7", "outgoing")] == 5 * 2**30
+    )
+    assert ("3", "サーバー-7", "incoming") not in families["evotic_server_traffic_quota_bytes"]
     assert families["evotic_server_running"] == {
         key: 1.0,
         ("2", 'bücher "db" \\ primary\nline'): 0.0,
