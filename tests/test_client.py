@@ -10,8 +10,8 @@ import asyncio
 import json
 import random
 from collections.abc import Callable
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -115,8 +115,8 @@ def test_numbered_pages_are_fetched_concurrently_after_the_first() -> None:
 
 
 def test_next_link_to_another_origin_is_refused() -> None:
-    handler = Recorder(httpx.Response(200, json={
-        "data": [_server(1)], "links": {"next": "https://evil.test/steal"}, "meta": {}}))  # fmt: skip
+    page = {"data": [_server(1)], "links": {"next": "https://evil.test/steal"}, "meta": {}}
+    handler = Recorder(httpx.Response(200, json=page))
     client, _ = _client(handler)
     with pytest.raises(InvalidResponseError, match="another origin"):
         run(client.list_servers())
@@ -240,7 +240,8 @@ def test_status_endpoint_url_and_model() -> None:
     client, _ = _client(handler)
     status = run(client.server_status("7"))
     assert handler.requests[0].url == f"{BASE}/servers/7/status"
-    assert status.is_processing and status.progress == 53
+    assert status.is_processing
+    assert status.progress == 53
 
 
 def test_requests_are_observed_by_endpoint_and_code() -> None:

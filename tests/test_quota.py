@@ -26,7 +26,7 @@ def test_sizes(text: object, size: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "ten", "5 XB", -1, 0, True, [1]])
 def test_bad_sizes(text: object) -> None:
-    with pytest.raises(QuotaError, match="^where: "):
+    with pytest.raises(QuotaError, match=r"^where: "):
         parse_size(text, "where")
 
 
