@@ -202,9 +202,11 @@ class Poller:
         """One poll; True when it succeeded. Never raises (but for cancellation)."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._settings.deadline):
+            deadline = self._settings.deadline
+            async with asyncio.timeout(deadline):
                 self._token.refresh()
-                listing = await self._client.list_servers()
+                with self._client.deadline(deadline):
+                    listing = await self._client.list_servers()
                 render_started = time.perf_counter()
                 now = self._clock()
                 snapshot = Snapshot(

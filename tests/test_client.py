@@ -250,3 +250,18 @@ def test_requests_are_observed_by_endpoint_and_code() -> None:
     client, _ = _client(handler, observe=lambda e, c, s: seen.append((e, c)))
     run(client.list_servers())
     assert seen == [("servers", "500"), ("servers", "200")]
+
+
+def test_no_retry_is_started_that_would_overrun_the_deadline() -> None:
+    handler = Recorder(httpx.Response(503))
+    client, sleeps = _client(handler, retry=RetryPolicy(backoff_base=10, backoff_cap=10))
+
+    async def poll() -> None:
+        with client.deadline(0.001):
+            await client.list_servers()
+
+    with pytest.raises(ApiStatusError) as caught:
+        run(poll())
+    assert caught.value.reason == "server_error"
+    assert len(handler.requests) == 1
+    assert sleeps == []

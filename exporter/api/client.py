@@ -7,11 +7,13 @@ never retries a failed request itself. A poll deadline around the calls bounds t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -56,6 +58,11 @@ class RequestObserver(Protocol):
 
 def _ignore_request(endpoint: str, code: str, seconds: float) -> None:
     return None
+
+
+# The monotonic time by which the current poll (or status sweep) must be done. A context
+# variable, because the poll and the status sweep share one client in separate tasks.
+_DEADLINE: ContextVar[float | None] = ContextVar("evotic_deadline", default=None)
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,19 @@ class EvoticClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @contextlib.contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Within this block no retry is started that could not finish in ``seconds``.
+
+        The caller still bounds the block with ``asyncio.timeout``; this makes a poll that
+        runs out of time report the error it was retrying rather than a timeout.
+        """
+        token = _DEADLINE.set(self._monotonic() + seconds)
+        try:
+            yield
+        finally:
+            _DEADLINE.reset(token)
+
     @property
     def held_for(self) -> float:
         """Seconds until a previous 429 allows the next request (0 when none is pending)."""
@@ -310,7 +330,11 @@ class EvoticClient:
                 attempt += 1
                 if not retryable or attempt >= self._retry.max_attempts:
                     raise
-                await self._sleep(self._retry.backoff(attempt, self._hold.rng))
+                pause = self._retry.backoff(attempt, self._hold.rng)
+                deadline = _DEADLINE.get()
+                if deadline is not None and self._monotonic() + pause >= deadline:
+                    raise
+                await self._sleep(pause)
 
     async def _get_once(self, url: str, endpoint: str) -> bytes:
         waiting = self.held_for

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the checks and tests need, then runs all of them.
+# Usage: bash tests/run.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Debian packages: promtool and prometheus (rule tests, metrics lint, dashboard queries),
+# nginx (the static-file reference of the benchmark smoke run).
+packages=()
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v nginx >/dev/null 2>&1 || packages+=(nginx-light)
+if ((${#packages[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "${packages[@]}" >/dev/null
+fi
+
+# Python: the package and its test tools in a virtual environment of its own.
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy (strict)"
+mypy
+echo "== pytest"
+pytest "$@"
