@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -28,9 +30,65 @@ class ServerLimits:
     """Bounds that keep one slow or hostile client from hurting the others."""
 
     keep_alive_seconds: int = 5
+    request_head_seconds: float = 10.0
     max_connections: int = 256
     max_header_bytes: int = 16 * 1024
     graceful_shutdown_seconds: int = 3
+
+
+class _GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol with two guards it lacks: a size cap on every request head, and
+    a deadline for a whole head to arrive.
+
+    uvicorn times out idle keep-alive connections only after a first response; a client that
+    connects and sends nothing, or half a request, would otherwise hold its connection (and a
+    slot of ``max_connections``) for ever.
+    """
+
+    head_timeout: float = 10.0
+    max_head_bytes: int = 16 * 1024
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        # h11 caps only a head that is still incomplete; one that arrives whole in a single
+        # read passes at any size. Measure it here, before h11 parses it.
+        if self.conn.their_state is h11.IDLE:
+            end = data.find(b"\r\n\r\n")
+            head = len(self.conn.trailing_data[0]) + (len(data) if end < 0 else end)
+            if head > self.max_head_bytes:
+                body = b"request head too large\n"
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                    b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+                self.transport.close()
+                return
+        super().data_received(data)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        # IDLE: no complete request head since the timer was armed. A request being served
+        # is left alone; the keep-alive timeout covers the time after it.
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -68,9 +126,14 @@ class AsgiServer:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._sock = sock
+        guards = {
+            "head_timeout": limits.request_head_seconds,
+            "max_head_bytes": limits.max_header_bytes,
+        }
+        protocol = type("GuardedH11", (_GuardedH11,), guards)
         config = uvicorn.Config(
             app,
-            http="h11",  # pure-Python parser with a hard cap on request-head size
+            http=protocol,  # h11: a pure-Python parser with a hard cap on request-head size
             lifespan="off",
             log_config=None,
             access_log=False,
