@@ -1,0 +1,114 @@
+"""Start the simulator on a real socket inside the caller's event loop, and stop it again."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from exporter.simulator.app import SimulatorApp
+from exporter.simulator.control import CONTROL_PREFIX
+from exporter.simulator.faults import FaultSet
+from exporter.simulator.fleet import Fleet
+from exporter.simulator.servers import Clock
+from exporter.webserver import AsgiServer, bind_socket
+
+MAX_SERVERS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SimulatorOptions:
+    """How big the simulated fleet is and how the simulated API behaves."""
+
+    servers: int = 25
+    seed: int = 1
+    token: str = field(default="demo-token", repr=False)
+    paginate: bool = False
+    per_page: int = 100
+    churn_interval: float = 0.0
+    latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.servers <= MAX_SERVERS:
+            raise ValueError(f"servers must be between 0 and {MAX_SERVERS}")
+        if not self.token:
+            raise ValueError("token must not be empty")
+        if not 1 <= self.per_page <= 1000:
+            raise ValueError("per_page must be between 1 and 1000")
+        if not 0 <= self.churn_interval < math.inf:
+            raise ValueError("churn_interval must be a non-negative number of seconds")
+        if not 0 <= self.latency < math.inf:
+            raise ValueError("latency must be a non-negative number of seconds")
+
+
+class RunningSimulator:
+    """A simulator serving HTTP; ``url`` is the API base, ``control_url`` the test controls."""
+
+    def __init__(self, server: AsgiServer, app: SimulatorApp, host: str, token: str) -> None:
+        self._server = server
+        self.app = app
+        self.fleet: Fleet = app.fleet
+        self.faults: FaultSet = app.faults
+        self.token = token
+        self.port = server.port
+        origin = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        self.url = f"{origin}/api/v1"
+        self.control_url = f"{origin}{CONTROL_PREFIX}"
+
+    def __repr__(self) -> str:
+        return f"RunningSimulator(url={self.url!r}, servers={len(self.fleet)})"
+
+    async def stop(self) -> None:
+        await self._server.stop()
+
+    async def __aenter__(self) -> RunningSimulator:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def start_simulator(
+    options: SimulatorOptions,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    clock: Clock | None = None,
+) -> RunningSimulator:
+    """Build the fleet and serve the API on ``host:port`` (port 0 picks a free one).
+
+    ``clock`` (Unix seconds) replaces the wall clock for the fleet, so that tests can move time.
+    """
+    fleet = Fleet(
+        clock or time.time,
+        servers=options.servers,
+        seed=options.seed,
+        churn_interval=options.churn_interval,
+    )
+    app = SimulatorApp(
+        fleet,
+        FaultSet(),
+        options.token,
+        paginate=options.paginate,
+        per_page=options.per_page,
+        latency=options.latency,
+    )
+    sock = bind_socket(host, port)
+    # The socket is made with protocol 0, so asyncio does not switch Nagle's algorithm off for
+    # the connections it accepts, and every answer (head and body are two writes) would wait
+    # about 40 ms for a delayed ACK. Accepted sockets inherit this option from the listener.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    server = AsgiServer(app, sock)
+    try:
+        await server.start()
+    except BaseException:
+        sock.close()
+        raise
+    return RunningSimulator(server, app, host, options.token)
