@@ -148,7 +148,8 @@ class Poller:
     # ------------------------------------------------------------------ read side
 
     def state(self) -> ExporterState:
-        return self._published.state
+        """The exporter's own metrics as a scrape should see them (stale data counts 0)."""
+        return self.view().state
 
     def view(self) -> View:
         published = self._published
@@ -209,10 +210,11 @@ class Poller:
                     listing = await self._client.list_servers()
                 render_started = time.perf_counter()
                 now = self._clock()
+                servers = self._keep_last_good(listing)
                 snapshot = Snapshot(
-                    servers=listing.servers,
+                    servers=servers,
                     taken_at=now,
-                    statuses=self._statuses_for(listing.servers),
+                    statuses=self._statuses_for(servers),
                     quotas=self._settings.quotas,
                     period=billing_period(now, self._settings.period_start_day),
                 )
@@ -231,6 +233,20 @@ class Poller:
             return False
         self._succeeded(listing, exposition, render_seconds, started)
         return True
+
+    def _keep_last_good(self, listing: Listing) -> tuple[Server, ...]:
+        """The listed servers, plus the last good record of each server set aside this time.
+
+        A server whose record turns invalid keeps its last valid data instead of vanishing as
+        if deleted; a server never seen valid is not exported until it is.
+        """
+        published = self._published.exposition
+        if not listing.rejected or published is None:
+            return listing.servers
+        listed = {server.id for server in listing.servers}
+        wanted = {r.server_id for r in listing.rejected if r.server_id} - listed
+        kept = [server for server in published.snapshot.servers if server.id in wanted]
+        return listing.servers + tuple(kept)
 
     def _statuses_for(self, servers: tuple[Server, ...]) -> Mapping[str, ServerStatus]:
         """Known task statuses of these servers only: a deleted server's status goes too."""

@@ -132,14 +132,23 @@ def test_redirect_is_not_followed() -> None:
 
 
 def test_bad_records_are_set_aside_and_duplicates_dropped() -> None:
-    records = [_server(1), {"hostname": "no-id"}, _server(2, usage={"cpu": -5}), _server(1)]
+    good = [_server(i) for i in range(1, 6)]
+    records = [*good, {"hostname": "no-id"}, _server(6, usage={"cpu": -5}), _server(1)]
     handler = Recorder(httpx.Response(200, json=records))
     client, _ = _client(handler)
     listing = run(client.list_servers())
-    assert [s.id for s in listing.servers] == ["1"]
-    assert len(listing.rejected) == 3
-    assert listing.rejected[1].server_id == "2"
+    assert [s.id for s in listing.servers] == ["1", "2", "3", "4", "5"]
+    assert [r.server_id for r in listing.rejected] == [None, "6", "1"]
     assert "usage.cpu" in listing.rejected[1].errors[0]
+    assert "listed more than once" in listing.rejected[2].errors[0]
+
+
+def test_a_listing_mostly_of_bad_records_is_invalid() -> None:
+    records = [_server(1), _server(2, hostname=None), _server(3, usage={"ram": "lots"})]
+    handler = Recorder(httpx.Response(200, json=records))
+    client, _ = _client(handler)
+    with pytest.raises(InvalidResponseError, match="2 of 3 listed servers failed validation"):
+        run(client.list_servers())
 
 
 @pytest.mark.parametrize(

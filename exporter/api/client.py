@@ -44,8 +44,9 @@ from exporter.api.models import (
 ENDPOINT_SERVERS = "servers"
 ENDPOINT_STATUS = "server_status"
 
-# A listing of 50,000 servers is about 40 MB of JSON; nothing real is larger than this.
-DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# A listed server is about 650 bytes of JSON: one answer of 64 MiB holds some 100,000
+# servers, more than any real account; a paginated API sends far less per answer.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 MAX_PAGES = 10_000
 PAGE_CONCURRENCY = 4
 
@@ -397,7 +398,10 @@ async def _parse(body: bytes) -> _PageResult:
 
 
 def _merge(results: list[_PageResult], fetch_seconds: float, validate_seconds: float) -> Listing:
-    """Join pages; a server id listed twice keeps its first record, the rest are set aside."""
+    """Join pages; a server id listed twice keeps its first record, the rest are set aside.
+
+    Raises ``InvalidResponseError`` when half or more of the records were set aside.
+    """
     servers: list[Server] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
@@ -409,10 +413,12 @@ def _merge(results: list[_PageResult], fetch_seconds: float, validate_seconds: f
                 continue
             seen.add(server.id)
             servers.append(server)
-    if not servers and rejected:
+    # A few bad records are set aside; when most are bad the answer as a whole is broken,
+    # and serving what is left would make most of the fleet seem deleted.
+    if rejected and len(rejected) * 2 >= len(servers) + len(rejected):
         raise InvalidResponseError(
-            f"all {len(rejected)} listed servers failed validation, e.g. "
-            + "; ".join(rejected[0].errors)
+            f"{len(rejected)} of {len(servers) + len(rejected)} listed servers failed "
+            f"validation, e.g. " + "; ".join(rejected[0].errors)
         )
     return Listing(
         servers=tuple(servers),
