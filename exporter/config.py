@@ -134,7 +134,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_token_file", "--api.token-file", "file holding the token, re-read every poll"),
     Option("api_timeout", "--api.timeout", "seconds per HTTP request"),
     Option("poll_interval", "--poll.interval", "seconds between polls (at least 1)"),
-    Option("stale_after", "--poll.stale-after", "drop server series older than this (s)"),
+    Option("stale_after", "--poll.stale-after",
+           "seconds after the last good poll until server series are dropped"),
     Option("collect_status", "--collector.status", "also call the per-server status endpoint",
            boolean=True),
     Option("status_concurrency", "--collector.status.concurrency",
@@ -154,6 +155,20 @@ OPTIONS: tuple[Option, ...] = (
 )  # fmt: skip
 
 _BY_FIELD = {option.field: option for option in OPTIONS}
+
+
+def settings_table() -> str:
+    """The README's settings table, generated here so that it cannot drift from the code."""
+    rows = ["| environment | flag | default | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        field = Settings.model_fields[option.field]
+        default = field.default
+        shown = (
+            "—" if default is None else f"`{str(default).lower() if option.boolean else default}`"
+        )
+        env = f"EVOTIC_{option.field.upper()}"
+        rows.append(f"| `{env}` | `{option.flag}` | {shown} | {option.help} |")
+    return "\n".join(rows) + "\n"
 
 
 def describe_setting(field: str) -> str:
