@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -251,9 +253,23 @@ def test_bad_settings_exit_2_with_one_line(args: list[str], env: dict[str, str],
     assert TOKEN not in result.stderr
 
 
-def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_cleanly_within_five_seconds(tmp_path: Path, signum: int) -> None:
     with (
         simulator(tmp_path, token=TOKEN) as sim,
-        exporter(tmp_path, *_args(sim.url), env={"EVOTIC_API_TOKEN": TOKEN}) as exp,
-    ):
-        assert exp.stop(timeout=5) == 0
+        exporter(tmp_path, *_args(sim.url, "--api.timeout", "20"),
+                 env={"EVOTIC_API_TOKEN": TOKEN}) as exp,
+    ):  # fmt: skip
+        # A poll is in flight (the API takes 10 s to answer) and a scrape is being served.
+        httpx.post(
+            f"{sim.url}/_simulator/faults", json={"kind": "timeout", "params": {"delay": 10}}
+        )
+        time.sleep(1.5)
+        with httpx.Client() as client:
+            assert client.get(f"{exp.url}/metrics").status_code == 200
+            started = time.monotonic()
+            exp.popen.send_signal(signum)
+            code = exp.popen.wait(timeout=10)
+        assert code == 0
+        assert time.monotonic() - started < 5
+        assert "Traceback" not in exp.output()
