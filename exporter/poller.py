@@ -228,7 +228,8 @@ class Poller:
             self._failed(error.reason, str(error), started)
             return False
         except Exception as error:  # a bug must not end the loop; say so loudly, once
-            self._log.exception("poll failed unexpectedly", error_type=type(error).__name__)
+            if self._published.failing_reason != "internal":
+                self._log.exception("poll failed unexpectedly", error_type=type(error).__name__)
             self._failed("internal", type(error).__name__, started)
             return False
         self._succeeded(listing, exposition, render_seconds, started)
