@@ -273,3 +273,15 @@ def test_signals_stop_cleanly_within_five_seconds(tmp_path: Path, signum: int) -
         assert code == 0
         assert time.monotonic() - started < 5
         assert "Traceback" not in exp.output()
+
+
+def test_paginated_listing_is_followed_to_the_last_page(tmp_path: Path) -> None:
+    with (
+        simulator(tmp_path, "--servers", "45", "--paginate", "--per-page", "7", token=TOKEN) as sim,
+        exporter(tmp_path, *_args(sim.url), env={"EVOTIC_API_TOKEN": TOKEN}) as exp,
+    ):
+        samples = scrape(exp.url)
+        truth = {str(s["id"]) for s in _state(sim.url)["servers"]}
+        assert set(values(samples, "evotic_server_info")) == truth
+        assert one(samples, "evotic_servers") == 45
+        assert one(samples, "evotic_servers_rejected") == 0
