@@ -19,11 +19,12 @@ from pydantic import ValidationError
 
 from exporter import __version__
 from exporter.api.client import EvoticClient
-from exporter.config import OPTIONS, Settings, format_validation_error
+from exporter.config import OPTIONS, Settings, describe_setting, format_validation_error
 from exporter.logging import Redactor, configure_logging
 from exporter.metrics import ApiStats, ExporterCollector
 from exporter.poller import Poller, PollSettings, TokenSource
 from exporter.server import ExporterApp
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.webserver import AsgiServer, bind_socket, parse_listen_address
 
 PROG = "evotic-exporter"
@@ -63,16 +64,28 @@ def load_settings(argv: Sequence[str] | None) -> Settings:
         raise SettingsError(format_validation_error(error)) from None
 
 
+def load_web(settings: Settings) -> WebConfig:
+    """The checked web configuration (TLS, basic auth, headers); plain HTTP without a file."""
+    if settings.web_config_file is None:
+        return WebConfig()
+    try:
+        return load_web_config(settings.web_config_file)
+    except WebConfigError as error:
+        setting = describe_setting("web_config_file")
+        raise SettingsError(f"invalid setting {setting}: {error}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(argv)
+        web = load_web(settings)
     except SettingsError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    return asyncio.run(run(settings))
+    return asyncio.run(run(settings, web))
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, web: WebConfig) -> int:
     redactor = Redactor()
     configure_logging(settings.log_level, settings.log_format, redactor)
     log = structlog.get_logger("exporter")
@@ -100,7 +113,8 @@ async def run(settings: Settings) -> int:
     registry.register(ExporterCollector(poller.state, api_stats, lambda: poller.poll_errors,
                                         __version__))  # fmt: skip
     ProcessCollector(registry=registry)
-    app = ExporterApp(poller, registry, version=__version__)
+    app = ExporterApp(poller, registry, version=__version__, extra_headers=web.headers,
+                      auth=web.auth)  # fmt: skip
 
     host, port = parse_listen_address(settings.listen_address)
     try:
@@ -111,11 +125,12 @@ async def run(settings: Settings) -> int:
         if simulator is not None:
             await simulator.stop()
         return 1
-    server = AsgiServer(app, sock)
+    server = AsgiServer(app, sock, ssl_context=web.ssl_context)
     await server.start()
     poller.start()
     log.info("listening", address=f"{host}:{server.port}", api=api_url, demo=settings.demo,
-             version=__version__)  # fmt: skip
+             version=__version__, tls=web.tls, client_auth=web.client_auth,
+             basic_auth=web.auth is not None)  # fmt: skip
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

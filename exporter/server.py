@@ -17,6 +17,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter.metrics import Format
 from exporter.poller import Poller
+from exporter.webconfig import CHALLENGE, BasicAuth
 from exporter.webserver import Receive, Scope, Send
 
 Headers = list[tuple[bytes, bytes]]
@@ -25,6 +26,9 @@ TEXT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE = b"application/openmetrics-text; version=1.0.0; charset=utf-8"
 PLAIN = b"text/plain; charset=utf-8"
 METHODS = (b"GET", b"HEAD")
+# Basic auth guards the data. /healthz and /readyz stay open for kubelet and systemd probes,
+# which carry no credentials; they answer with a fixed word or a bounded reason, never data.
+PROTECTED = frozenset({"/", "/metrics"})
 
 _openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
 
@@ -64,9 +68,11 @@ class ExporterApp:
         *,
         version: str,
         extra_headers: Mapping[str, str] | None = None,
+        auth: BasicAuth | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._poller = poller
+        self._auth = auth
         self._own = own_metrics
         self._version = version
         self._extra: Headers = [
@@ -96,6 +102,12 @@ class ExporterApp:
                 [(b"content-type", PLAIN), (b"allow", b"GET, HEAD")],
                 [b"method not allowed\n"],
             )
+        elif not await self._authorized(scope):
+            status, headers, chunks = (
+                401,
+                [(b"content-type", PLAIN), (b"www-authenticate", CHALLENGE)],
+                [b"unauthorized\n"],
+            )
         else:
             try:
                 status, headers, chunks = await route(scope)
@@ -107,6 +119,13 @@ class ExporterApp:
             "request", method=scope["method"], path=scope["path"], status=status,
             seconds=round(time.perf_counter() - started, 4),
         )  # fmt: skip
+
+    async def _authorized(self, scope: Scope) -> bool:
+        if self._auth is None or scope["path"] not in PROTECTED:
+            return True
+        authorization = next((v for k, v in scope["headers"] if k.lower() == b"authorization"),
+                             None)  # fmt: skip
+        return await self._auth.authenticate(authorization)
 
     async def _send(
         self, send: Send, method: bytes, status: int, headers: Headers, chunks: list[bytes]

@@ -8,6 +8,7 @@ SIGTERM itself. This wrapper drives uvicorn's public start-up, tick and shutdown
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -31,6 +32,7 @@ class ServerLimits:
 
     keep_alive_seconds: int = 5
     request_head_seconds: float = 10.0
+    tls_handshake_seconds: float = 10.0
     max_connections: int = 256
     max_header_bytes: int = 16 * 1024
     graceful_shutdown_seconds: int = 3
@@ -103,8 +105,12 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind a listening TCP socket; port 0 picks a free one (see ``AsgiServer.port``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP given explicitly: asyncio only disables Nagle's algorithm on accepted
+    # sockets whose protocol says TCP, and a response written as head + body would otherwise
+    # wait some 40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -148,6 +154,7 @@ class AsgiServer:
         if ssl_context is not None:
             config.ssl = ssl_context
         self._server = uvicorn.Server(config)
+        self._tls_handshake_seconds = limits.tls_handshake_seconds
         self._main_loop: asyncio.Task[None] | None = None
 
     @property
@@ -157,8 +164,30 @@ class AsgiServer:
     async def start(self) -> None:
         server = self._server
         server.lifespan = server.config.lifespan_class(server.config)
-        await server.startup(sockets=[self._sock])
+        if server.config.ssl is None:
+            await server.startup(sockets=[self._sock])
+        else:
+            await self._start_tls(server)
         self._main_loop = asyncio.create_task(server.main_loop(), name="uvicorn-main-loop")
+
+    async def _start_tls(self, server: uvicorn.Server) -> None:
+        # uvicorn's startup() passes no ssl_handshake_timeout, and asyncio's default lets each
+        # client that never sends a ClientHello hold a socket for 60 s, before the protocol's
+        # own guards even start. This is what startup() does for a pre-bound socket with
+        # lifespan off, plus that one argument.
+        config = server.config
+        # Typed by uvicorn as a bare asyncio.Protocol; it is the h11 class chosen above.
+        protocol_class: Callable[..., asyncio.Protocol] = config.http_protocol_class
+        protocol = functools.partial(protocol_class, config=config,
+                                     server_state=server.server_state,
+                                     app_state=server.lifespan.state)  # fmt: skip
+        server.servers = [
+            await asyncio.get_running_loop().create_server(
+                protocol, sock=self._sock, ssl=config.ssl, backlog=config.backlog,
+                ssl_handshake_timeout=self._tls_handshake_seconds,
+            )
+        ]  # fmt: skip
+        server.started = True
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then close."""
