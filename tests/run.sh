@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages: promtool and prometheus (rule tests, metrics lint, dashboard queries),
-# nginx (the static-file reference of the benchmark smoke run).
+# amtool (the compose stack's Alertmanager config), systemd-analyze (the unit file), nginx
+# (the static-file reference of the benchmark smoke run).
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v amtool >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 command -v nginx >/dev/null 2>&1 || packages+=(nginx-light)
 if ((${#packages[@]})); then
     sudo=""
