@@ -1,0 +1,235 @@
+"""The Prometheus rules under deploy/prometheus/rules/: promtool's checks and unit tests, and
+the conventions that promtool does not know about.
+
+Every ``*.rules.yml`` file is what Prometheus loads; every ``*.test.yml`` beside it is a
+``promtool test rules`` file. The conventions: alert names ``Evotic<CamelCase>``, a severity
+of critical, warning or info, a ``for`` on every alert, a summary and a description (naming the
+server by hostname where the alert is about one server, and showing values with their unit),
+a runbook anchor in the README, and for every alert a promtool case that fires, one that stays
+quiet and one whose series go away.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.metrics import EXPORTER_METRICS, SNAPSHOT_METRICS
+
+from .processes import ROOT
+from .prometheus_server import PROMTOOL
+
+RULES_DIR = ROOT / "deploy/prometheus/rules"
+RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
+TEST_FILES = sorted(RULES_DIR.glob("*.test.yml"))
+SEVERITIES = {"critical", "warning", "info"}
+RUNBOOK = "https://github.com/evotic/evotic-exporter/blob/main/README.md#alert-{anchor}"
+
+Json = dict[str, Any]
+
+
+def _load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _rules() -> list[Json]:
+    return [rule for path in RULE_FILES for group in _load(path)["groups"]
+            for rule in group["rules"]]  # fmt: skip
+
+
+ALERTS = {rule["alert"]: rule for rule in _rules() if "alert" in rule}
+RECORDS = {rule["record"]: rule for rule in _rules() if "record" in rule}
+
+
+def _promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PROMTOOL, *map(str, args)], capture_output=True, text=True, cwd=RULES_DIR, timeout=120
+    )
+
+
+def test_rule_and_test_files_exist() -> None:
+    assert RULE_FILES
+    assert TEST_FILES
+    assert len(ALERTS) >= 10
+    names = [rule["alert"] for rule in _rules() if "alert" in rule]
+    assert len(names) == len(set(names)), "one rule per alert name"
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_promtool_check_rules(path: Path) -> None:
+    result = _promtool("check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_promtool_test_rules(path: Path) -> None:
+    result = _promtool("test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_test_rules_can_fail(tmp_path: Path) -> None:
+    """A test file that expects the wrong thing fails, so a passing run means something."""
+    for path in RULE_FILES:
+        (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"))
+    document = _load(RULES_DIR / "evotic-exporter.test.yml")
+    for group in document["tests"]:
+        for case in group.get("alert_rule_test", []):
+            case["exp_alerts"] = [] if case.get("exp_alerts") else [{"exp_labels": {}}]
+    wrong = tmp_path / "wrong.test.yml"
+    wrong.write_text(yaml.safe_dump(document))
+    result = subprocess.run([PROMTOOL, "test", "rules", str(wrong)], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout + result.stderr
+
+
+def test_every_rule_file_is_tested() -> None:
+    tested = {
+        (path.parent / name).resolve() for path in TEST_FILES for name in _load(path)["rule_files"]
+    }
+    assert tested == {path.resolve() for path in RULE_FILES}
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_recording_groups_are_evaluated_first(path: Path) -> None:
+    """Without an order promtool evaluates groups in any order, and results would flicker."""
+    document = _load(path)
+    groups = [
+        group for name in document["rule_files"] for group in _load(path.parent / name)["groups"]
+    ]
+    recording = [g["name"] for g in groups if any("record" in r for r in g["rules"])]
+    if not recording:
+        return
+    order = document.get("group_eval_order", [])
+    assert set(order) == {g["name"] for g in groups}
+    assert order[: len(recording)] == recording
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+def _per_server(rule: Json) -> bool:
+    return bool(re.search(r"\bevotic(_|:)server_", rule["expr"]))
+
+
+@pytest.mark.parametrize("name", ALERTS)
+def test_alert_conventions(name: str) -> None:
+    rule = ALERTS[name]
+    assert re.fullmatch(r"Evotic(?:[A-Z][a-z]*|[0-9]+)+", name), "Evotic + CamelCase"
+    assert rule["labels"]["severity"] in SEVERITIES
+    assert re.fullmatch(r"\d+[mh]", rule["for"]), "a for: that rides out flapping"
+    annotations = rule["annotations"]
+    assert annotations["summary"].strip()
+    assert annotations["description"].strip()
+    assert annotations["runbook_url"] == RUNBOOK.format(anchor=f"{name.lower()}")
+    if _per_server(rule):
+        assert "$labels.hostname" in annotations["summary"]
+        assert "$labels.hostname" in annotations["description"]
+    else:
+        assert "$labels.hostname" not in annotations["summary"] + annotations["description"]
+    for text in annotations.values():
+        # A bare $value prints 0.9534 or 5.3e+12; the humanize functions add the unit's scale.
+        for use in re.findall(r"\$value[^}]*", text):
+            assert re.search(r"\|\s*humanize", use), f"{name}: {{{{ {use} }}}} has no unit"
+
+
+def test_severity_ladder_of_traffic_alerts() -> None:
+    severity = {name: rule["labels"]["severity"] for name, rule in ALERTS.items()}
+    assert severity["EvoticTrafficLimitExceeded"] == "critical"
+    assert severity["EvoticTrafficForecastOverQuota"] == "warning"
+    assert severity["EvoticTrafficQuota95PercentUsed"] == "warning"
+    assert severity["EvoticTrafficQuota80PercentUsed"] == "info"
+
+
+def test_recording_rule_names() -> None:
+    assert RECORDS
+    for name in RECORDS:
+        # level:metric:operations, the Prometheus naming convention for recording rules.
+        assert re.fullmatch(r"[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z0-9_]+", name), name
+
+
+def _exported() -> set[str]:
+    names = {m.name for m in (*SNAPSHOT_METRICS, *EXPORTER_METRICS)}
+    return names | {f"{m.name}_{suffix}" for m in EXPORTER_METRICS if m.kind == "histogram"
+                    for suffix in ("bucket", "sum", "count")}  # fmt: skip
+
+
+def test_rules_use_only_exported_or_recorded_series() -> None:
+    """promtool cannot know the exporter's metric names; a typo would make a silent rule."""
+    exported = _exported()
+    for rule in _rules():
+        for name in re.findall(r"\bevotic_\w+", rule["expr"]):
+            assert name in exported, f"{name} in {rule.get('alert') or rule.get('record')}"
+        for name in re.findall(r"\bevotic:\w+:\w+", rule["expr"]):
+            assert name in RECORDS, f"{name} is not recorded"
+
+
+def test_every_recording_rule_is_used() -> None:
+    dashboards = "".join(
+        path.read_text(encoding="utf-8") for path in (ROOT / "grafana/dashboards").glob("*.json")
+    )
+    expressions = "".join(rule["expr"] for rule in _rules())
+    for name in RECORDS:
+        uses = expressions.count(name) - RECORDS[name]["expr"].count(name)
+        assert uses or name in dashboards, f"{name} is recorded for nothing"
+
+
+# --------------------------------------------------------------------------- test coverage
+
+
+def _cases() -> dict[str, dict[str, bool]]:
+    """For every alert name: is there a firing case, a quiet case, a case with series gone."""
+    found: dict[str, dict[str, bool]] = {}
+    for path in TEST_FILES:
+        for group in _load(path)["tests"]:
+            gone = any(
+                re.search(r"(^|\s)(stale|_)(x\d+)?(\s|$)", str(series["values"]))
+                for series in group.get("input_series", [])
+            )
+            for case in group.get("alert_rule_test", []):
+                fresh = {"fires": False, "quiet": False, "gone": False}
+                seen = found.setdefault(case["alertname"], fresh)
+                if case.get("exp_alerts"):
+                    seen["fires"] = True
+                else:
+                    seen["quiet"] = True
+                seen["gone"] = seen["gone"] or gone
+    return found
+
+
+@pytest.mark.parametrize("name", ALERTS)
+def test_every_alert_fires_stays_quiet_and_survives_its_target_going(name: str) -> None:
+    cases = _cases().get(name)
+    assert cases is not None, f"no promtool test for {name}"
+    assert cases == {"fires": True, "quiet": True, "gone": True}
+
+
+def test_tests_only_name_existing_alerts() -> None:
+    assert set(_cases()) <= set(ALERTS)
+
+
+# --------------------------------------------------------------------------- runbooks
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_runbook_anchors_exist_in_the_readme() -> None:
+    readme = ROOT / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not written yet")
+    anchors = {
+        _github_anchor(line.lstrip("#"))
+        for line in readme.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+    missing = [name for name in ALERTS if f"alert-{name.lower()}" not in anchors]
+    assert not missing, f"README.md has no runbook heading for {missing}"
