@@ -29,6 +29,7 @@ from exporter.webserver import AsgiServer, bind_socket, parse_listen_address
 
 PROG = "evotic-exporter"
 DEMO_CHURN_INTERVAL = 300.0
+DEMO_QUOTA_BYTES = 5.0 * 2**40
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +95,10 @@ async def run(settings: Settings, web: WebConfig) -> int:
     api_url = settings.api_url
     if settings.demo:
         from exporter.simulator import SimulatorOptions, start_simulator
+
+        if settings.traffic_quota_bytes is None and settings.traffic_quota_file is None:
+            # So that the quota panels and alerts have something to show.
+            settings = settings.model_copy(update={"traffic_quota_bytes": DEMO_QUOTA_BYTES})
 
         simulator = await start_simulator(SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL))
         api_url = simulator.url

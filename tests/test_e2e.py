@@ -285,3 +285,13 @@ def test_paginated_listing_is_followed_to_the_last_page(tmp_path: Path) -> None:
         assert set(values(samples, "evotic_server_info")) == truth
         assert one(samples, "evotic_servers") == 45
         assert one(samples, "evotic_servers_rejected") == 0
+
+
+def test_demo_mode_needs_no_token_and_shows_a_quota(tmp_path: Path) -> None:
+    with exporter(tmp_path, "--demo", "--poll.interval", "1") as exp:
+        samples = scrape(exp.url)
+        assert one(samples, "evotic_up") == 1
+        assert one(samples, "evotic_servers") == 25
+        quotas = {s.value for s in samples if s.name == "evotic_server_traffic_quota_bytes"}
+        assert quotas == {5 * 2**40}
+        assert one(samples, "evotic_traffic_period_end_timestamp_seconds") > time.time()
