@@ -9,6 +9,8 @@ by prometheus_client on every scrape and appended.
 
 from __future__ import annotations
 
+import io
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -22,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
+from exporter.api.models import Server, Traffic, TrafficDirection
 from exporter.snapshot import Snapshot
 
 MIB = 2**20
@@ -184,7 +187,8 @@ POLL_DURATION = MetricDef(
 )  # fmt: skip
 POLL_PHASE = MetricDef(
     "evotic_poll_phase_duration_seconds", "gauge",
-    "Seconds the last successful poll spent per phase (fetch, validate, status, render).",
+    "Seconds the last successful poll spent per phase (fetch, validate, status, render); "
+    "validate is CPU seconds, fetch the rest of the listing's wall time.",
     ("phase",), per_server=False,
 )  # fmt: skip
 POLL_ERRORS = MetricDef(
@@ -224,66 +228,112 @@ floatToGoString = cast(Callable[[float], str], _untyped_float_to_go_string)
 
 # --------------------------------------------------------------------------- building
 
+# Families with at most one sample per server, labelled with the server alone: how each value
+# is read from the API's record. Both the sample builder and the fast renderer use this table,
+# so they cannot disagree on a field or a unit.
+
+
+def _running(server: Server) -> float | None:
+    return 1.0 if server.status == "started" else 0.0
+
+
+def _created(server: Server) -> float | None:
+    return None if server.created_at is None else server.created_at.timestamp()
+
+
+def _cores(server: Server) -> float | None:
+    spec = server.specifications
+    return None if spec is None else spec.cpu
+
+
+def _memory(server: Server) -> float | None:
+    spec = server.specifications
+    return None if spec is None or spec.ram is None else spec.ram * MIB
+
+
+def _disk(server: Server) -> float | None:
+    spec = server.specifications
+    return None if spec is None or spec.disk is None else spec.disk * GIB
+
+
+def _cpu_used(server: Server) -> float | None:
+    usage = server.usage
+    return None if usage is None or usage.cpu is None else usage.cpu / 100.0
+
+
+def _memory_used(server: Server) -> float | None:
+    usage = server.usage
+    return None if usage is None or usage.ram is None else usage.ram * MIB
+
+
+def _disk_used(server: Server) -> float | None:
+    usage = server.usage
+    return None if usage is None or usage.disk is None else usage.disk * GIB
+
+
+_PER_SERVER: tuple[tuple[MetricDef, Callable[[Server], float | None]], ...] = (
+    (SERVER_RUNNING, _running),
+    (SERVER_CREATED, _created),
+    (SERVER_CPU_CORES, _cores),
+    (SERVER_MEMORY, _memory),
+    (SERVER_DISK, _disk),
+    (SERVER_CPU_USAGE, _cpu_used),
+    (SERVER_MEMORY_USED, _memory_used),
+    (SERVER_DISK_USED, _disk_used),
+)
+
+
+def _exceeded(flow: TrafficDirection) -> float | None:
+    return None if flow.is_exceeded is None else (1.0 if flow.is_exceeded else 0.0)
+
+
+# Families with one sample per traffic direction the API reports.
+_PER_FLOW: tuple[tuple[MetricDef, Callable[[TrafficDirection], float | None]], ...] = (
+    (SERVER_TRAFFIC, lambda flow: flow.value),
+    (SERVER_TRAFFIC_PREVIOUS, lambda flow: flow.prev),
+    (SERVER_TRAFFIC_EXCEEDED, _exceeded),
+)
+
+
+def _traffic(server: Server) -> Traffic | None:
+    return None if server.usage is None else server.usage.traffic
+
+
+# Each direction with how to read it, so that walking them allocates nothing.
+_DIRECTIONS: tuple[tuple[str, Callable[[Traffic], TrafficDirection | None]], ...] = tuple(
+    (direction, operator.attrgetter(direction)) for direction in DIRECTIONS
+)
+
+
+def _flows(server: Server) -> list[tuple[str, TrafficDirection]]:
+    """The directions a server reports traffic for; none without usage data."""
+    traffic = _traffic(server)
+    if traffic is None:
+        return []
+    return [(d, flow) for d, flow_of in _DIRECTIONS if (flow := flow_of(traffic)) is not None]
+
 
 def server_samples(snapshot: Snapshot) -> dict[MetricDef, list[Sample]]:
     """Every sample of a snapshot, label values in ``MetricDef.all_labels`` order.
 
-    A server without usage data gets no usage or traffic samples (absent, not zero).
+    A server without usage data gets no usage or traffic samples (absent, not zero). This is
+    the readable account of what a snapshot exports; ``/metrics`` is written by
+    ``render_snapshot``, which ``tests/test_render.py`` holds to the same bytes.
     """
     out: dict[MetricDef, list[Sample]] = {metric: [] for metric in SNAPSHOT_METRICS}
+    servers = snapshot.servers
+    keys = [(server.id, server.hostname) for server in servers]
     if snapshot.period is not None:
         out[PERIOD_START].append(((), snapshot.period[0]))
         out[PERIOD_END].append(((), snapshot.period[1]))
-    quotas, quota = snapshot.quotas, out[SERVER_TRAFFIC_QUOTA]
-    info, status_, running = out[SERVER_INFO], out[SERVER_STATUS], out[SERVER_RUNNING]
-    created, cores, memory, disk = (
-        out[SERVER_CREATED], out[SERVER_CPU_CORES], out[SERVER_MEMORY], out[SERVER_DISK]
+    info, status_, quota, ips = (
+        out[SERVER_INFO], out[SERVER_STATUS], out[SERVER_TRAFFIC_QUOTA], out[SERVER_IP]
     )  # fmt: skip
-    cpu_used, memory_used, disk_used = (
-        out[SERVER_CPU_USAGE], out[SERVER_MEMORY_USED], out[SERVER_DISK_USED]
-    )  # fmt: skip
-    traffic, previous, exceeded = (
-        out[SERVER_TRAFFIC], out[SERVER_TRAFFIC_PREVIOUS], out[SERVER_TRAFFIC_EXCEEDED]
-    )  # fmt: skip
-    ips, processing, progress = out[SERVER_IP], out[SERVER_PROCESSING], out[SERVER_PROGRESS]
-    statuses = snapshot.statuses
-
-    for server in snapshot.servers:
-        key = (server.id, server.hostname)
+    processing, progress, statuses = out[SERVER_PROCESSING], out[SERVER_PROGRESS], snapshot.statuses
+    for server, key in zip(servers, keys, strict=True):
         info.append(((*key, server.uuid or "", server.node or "", server.os or ""), 1.0))
         status_.append(((*key, server.status or "unknown"), 1.0))
-        running.append((key, 1.0 if server.status == "started" else 0.0))
-        if server.created_at is not None:
-            created.append((key, server.created_at.timestamp()))
-        spec = server.specifications
-        if spec is not None:
-            if spec.cpu is not None:
-                cores.append((key, spec.cpu))
-            if spec.ram is not None:
-                memory.append((key, spec.ram * MIB))
-            if spec.disk is not None:
-                disk.append((key, spec.disk * GIB))
-        usage = server.usage
-        if usage is not None:
-            if usage.cpu is not None:
-                cpu_used.append((key, usage.cpu / 100.0))
-            if usage.ram is not None:
-                memory_used.append((key, usage.ram * MIB))
-            if usage.disk is not None:
-                disk_used.append((key, usage.disk * GIB))
-            if usage.traffic is not None:
-                for direction in DIRECTIONS:
-                    flow = getattr(usage.traffic, direction)
-                    if flow is None:
-                        continue
-                    labels = (*key, direction)
-                    if flow.value is not None:
-                        traffic.append((labels, flow.value))
-                    if flow.prev is not None:
-                        previous.append((labels, flow.prev))
-                    if flow.is_exceeded is not None:
-                        exceeded.append((labels, 1.0 if flow.is_exceeded else 0.0))
-        for direction, size in quotas.for_server(server).items():
+        for direction, size in snapshot.quotas.for_server(server).items():
             quota.append(((*key, direction), size))
         for address in server.ip_addresses or ():
             primary = "true" if address.is_primary else "false"
@@ -293,6 +343,20 @@ def server_samples(snapshot: Snapshot) -> dict[MetricDef, list[Sample]]:
             processing.append((key, 1.0 if task.is_processing else 0.0))
             if task.is_processing and task.progress is not None:
                 progress.append(((*key, task.status or "unknown"), task.progress / 100.0))
+    for metric, value_of in _PER_SERVER:
+        samples = out[metric]
+        for server, key in zip(servers, keys, strict=True):
+            value = value_of(server)
+            if value is not None:
+                samples.append((key, value))
+    flows = [_flows(server) for server in servers]
+    for metric, flow_value in _PER_FLOW:
+        samples = out[metric]
+        for server_flows, key in zip(flows, keys, strict=True):
+            for direction, flow in server_flows:
+                value = flow_value(flow)
+                if value is not None:
+                    samples.append(((*key, direction), value))
     return out
 
 
@@ -310,6 +374,36 @@ def _escape_help(text: str, fmt: Format) -> str:
     return escaped.replace('"', '\\"') if fmt == "openmetrics" else escaped
 
 
+def _header(metric: MetricDef, fmt: Format) -> str:
+    name = metric.name if fmt == "text" else metric.family_name
+    kind = "counter" if metric.kind == "counter" else "gauge"
+    return f"# HELP {name} {_escape_help(metric.help, fmt)}\n# TYPE {name} {kind}\n"
+
+
+# Go's exponent for 10^6 to 10^15, as prometheus_client writes it.
+_EXPONENTS = tuple(f"e+{power:02d}" for power in range(16))
+
+
+def _go_float(value: float) -> str:
+    """``floatToGoString(value)``, three times faster for the values a fleet has.
+
+    Below 10^6, Python's ``repr`` is already Go's form. From 10^6 to 10^16 ``repr`` has no
+    exponent yet and Go's has (``3.93080051e+09``): the digits are moved behind one point,
+    trailing zeros dropped, as prometheus_client does. Anything else (negative, huge, not
+    finite) takes prometheus_client's own path.
+    """
+    if 0.0 <= value < 1e6:
+        return repr(value)
+    if 1e6 <= value < 1e16:
+        text = repr(value)
+        exponent = _EXPONENTS[text.find(".") - 1]
+        digits = text.replace(".", "").rstrip("0")
+        if len(digits) == 1:
+            return digits + exponent
+        return f"{digits[0]}.{digits[1:]}{exponent}"
+    return floatToGoString(value)
+
+
 def render_families(families: dict[MetricDef, list[Sample]], fmt: Format) -> bytes:
     """Render families in the text format (0.0.4) or OpenMetrics 1.0 (without ``# EOF``).
 
@@ -317,12 +411,9 @@ def render_families(families: dict[MetricDef, list[Sample]], fmt: Format) -> byt
     does. Escaped label values are memoised: hostnames and ids repeat in every family.
     """
     escaped: dict[str, str] = {}
-    values: dict[float, str] = {}
     out: list[str] = []
     for metric, samples in families.items():
-        header = metric.name if fmt == "text" else metric.family_name
-        kind = "counter" if metric.kind == "counter" else "gauge"
-        out.append(f"# HELP {header} {_escape_help(metric.help, fmt)}\n# TYPE {header} {kind}\n")
+        out.append(_header(metric, fmt))
         names = metric.all_labels
         order = sorted(range(len(names)), key=names.__getitem__)
         prefixes = [("," if n else "{") + names[i] + '="' for n, i in enumerate(order)]
@@ -335,12 +426,211 @@ def render_families(families: dict[MetricDef, list[Sample]], fmt: Format) -> byt
                 if text is None:
                     text = escaped[raw] = _escape_label(raw)
                 parts += (prefix, text, '"')
-            number = values.get(value)
-            if number is None:
-                number = values[value] = floatToGoString(value)
-            parts += ("} " if prefixes else " ", number, "\n")
+            parts += ("} " if prefixes else " ", _go_float(value), "\n")
             out.append("".join(parts))
     return "".join(out).encode("utf-8")
+
+
+class _Numbers(dict[float, str]):
+    """Formatted values that repeat across servers (quotas). Never zero: -0.0 == 0.0."""
+
+    def __missing__(self, value: float) -> str:
+        text = self[value] = _go_float(value)
+        return text
+
+
+class _Escaped(dict[str, str]):
+    """Escaped label values of the few distinct nodes, systems, statuses and directions."""
+
+    def __missing__(self, value: str) -> str:
+        escaped = self[value] = _escape_label(value)
+        return escaped
+
+
+class _Lines:
+    """The sample lines of one snapshot, family by family and a batch of servers at a time.
+
+    Each server's escaped ``hostname="…",server_id="…"`` pair is made once and shared by
+    every family that has no label sorting between the two. Label names are written in
+    sorted order, as prometheus_client writes them.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.servers = servers = snapshot.servers
+        self.pairs = [
+            f'hostname="{_escape_label(server.hostname)}",server_id="{_escape_label(server.id)}"'
+            for server in servers
+        ]
+        self.escaped = _Escaped()
+        self._traffic: list[Traffic | None] | None = None
+
+    def for_family(self, metric: MetricDef, start: int, stop: int) -> list[str]:
+        """The lines of ``metric`` for servers ``start`` to ``stop``, as ``server_samples``
+        orders them; samples that belong to no server come with the first batch."""
+        name = metric.name
+        if metric is PERIOD_START or metric is PERIOD_END:
+            period = self.snapshot.period
+            if period is None or start > 0:
+                return []
+            return [f"{name} {_go_float(period[0 if metric is PERIOD_START else 1])}\n"]
+        special = {
+            SERVER_INFO: self._info, SERVER_STATUS: self._status,
+            SERVER_TRAFFIC_QUOTA: self._quota, SERVER_IP: self._ips,
+            SERVER_PROCESSING: self._processing, SERVER_PROGRESS: self._progress,
+        }.get(metric)  # fmt: skip
+        batch = slice(start, stop)
+        if special is not None:
+            return special(name, batch)
+        value_of = _PER_SERVER_BY_METRIC.get(metric)
+        if value_of is not None:
+            return self._per_server(name, batch, value_of)
+        return self._per_flow(name, batch, _PER_FLOW_BY_METRIC[metric])
+
+    def _per_server(
+        self, name: str, batch: slice, value_of: Callable[[Server], float | None]
+    ) -> list[str]:
+        lines = []
+        for server, pair in zip(self.servers[batch], self.pairs[batch], strict=True):
+            value = value_of(server)
+            if value is not None:
+                lines.append(f"{name}{{{pair}}} {_go_float(value)}\n")
+        return lines
+
+    def _per_flow(
+        self, name: str, batch: slice, value_of: Callable[[TrafficDirection], float | None]
+    ) -> list[str]:
+        # One list of references shared by the three traffic families; no tuple or list per
+        # server, which at 50,000 servers would wake the garbage collector dozens of times.
+        if self._traffic is None:
+            self._traffic = [_traffic(server) for server in self.servers]
+        lines = []
+        for traffic, pair in zip(self._traffic[batch], self.pairs[batch], strict=True):
+            if traffic is None:
+                continue
+            for direction, flow_of in _DIRECTIONS:
+                flow = flow_of(traffic)
+                if flow is None:
+                    continue
+                value = value_of(flow)
+                if value is not None:
+                    lines.append(f'{name}{{direction="{direction}",{pair}}} {_go_float(value)}\n')
+        return lines
+
+    def _info(self, name: str, batch: slice) -> list[str]:
+        escaped = self.escaped
+        return [
+            f'{name}{{hostname="{_escape_label(server.hostname)}",'
+            f'node="{escaped[server.node or ""]}",os="{escaped[server.os or ""]}",'
+            f'server_id="{_escape_label(server.id)}",uuid="{_escape_label(server.uuid or "")}"}}'
+            " 1.0\n"
+            for server in self.servers[batch]
+        ]
+
+    def _status(self, name: str, batch: slice) -> list[str]:
+        escaped = self.escaped
+        return [
+            f'{name}{{{pair},status="{escaped[server.status or "unknown"]}"}} 1.0\n'
+            for server, pair in zip(self.servers[batch], self.pairs[batch], strict=True)
+        ]
+
+    def _quota(self, name: str, batch: slice) -> list[str]:
+        quotas, escaped, numbers = self.snapshot.quotas, self.escaped, _Numbers()
+        return [
+            f'{name}{{direction="{escaped[direction]}",{pair}}} {numbers[float(size)]}\n'
+            for server, pair in zip(self.servers[batch], self.pairs[batch], strict=True)
+            for direction, size in quotas.for_server(server).items()
+        ]
+
+    def _ips(self, name: str, batch: slice) -> list[str]:
+        lines = []
+        for server in self.servers[batch]:
+            if not server.ip_addresses:
+                continue
+            host, id_ = _escape_label(server.hostname), _escape_label(server.id)
+            for address in server.ip_addresses:
+                primary = "true" if address.is_primary else "false"
+                lines.append(
+                    f'{name}{{family="{address.family}",hostname="{host}",'
+                    f'ip="{_escape_label(address.ip)}",primary="{primary}",'
+                    f'server_id="{id_}"}} 1.0\n'
+                )
+        return lines
+
+    def _processing(self, name: str, batch: slice) -> list[str]:
+        statuses = self.snapshot.statuses
+        lines = []
+        for server, pair in zip(self.servers[batch], self.pairs[batch], strict=True):
+            task = statuses.get(server.id)
+            if task is not None:
+                lines.append(f"{name}{{{pair}}} {'1.0' if task.is_processing else '0.0'}\n")
+        return lines
+
+    def _progress(self, name: str, batch: slice) -> list[str]:
+        statuses, escaped = self.snapshot.statuses, self.escaped
+        lines = []
+        for server, pair in zip(self.servers[batch], self.pairs[batch], strict=True):
+            task = statuses.get(server.id)
+            if task is not None and task.is_processing and task.progress is not None:
+                label = escaped[task.status or "unknown"]
+                value = _go_float(task.progress / 100.0)
+                lines.append(f'{name}{{{pair},task="{label}"}} {value}\n')
+        return lines
+
+
+_PER_SERVER_BY_METRIC = dict(_PER_SERVER)
+_PER_FLOW_BY_METRIC = dict(_PER_FLOW)
+
+
+# Servers per piece of a family: bounds the lines (and their joined text) alive at once to a
+# megabyte or two, whatever the size of the fleet.
+BATCH = 5000
+
+
+def render_snapshot(snapshot: Snapshot, fmt: Format, batch: int = BATCH) -> bytes:
+    """The bytes of ``render_families(server_samples(snapshot), fmt)``, five times faster.
+
+    No sample tuples are built: lines are written straight from the servers, a family and a
+    batch of servers at a time, and encoded and appended at once. ``BytesIO.getvalue()``
+    hands over its buffer without copying it, so the body exists once, not twice, at the end.
+    """
+    lines = _Lines(snapshot)
+    out = io.BytesIO()
+    batches = range(0, max(len(snapshot.servers), 1), batch)
+    for metric in SNAPSHOT_METRICS:
+        out.write(_header(metric, fmt).encode("utf-8"))
+        for start in batches:
+            piece = "".join(lines.for_family(metric, start, start + batch))
+            out.write(piece.encode("utf-8"))
+            del piece
+    return out.getvalue()
+
+
+def openmetrics_parts(text: bytes) -> list[bytes | memoryview]:
+    """The OpenMetrics form of a ``render_snapshot(snapshot, "text")`` body, in pieces.
+
+    Sample lines are the same in both formats; only the family headers differ (counters lose
+    ``_total``, quotes in help texts are escaped). The pieces are views of ``text`` between
+    the swapped headers, so a consumer that streams them (gzip) never holds a second copy.
+    Each text header is found in turn: it cannot occur inside a sample line, because a
+    header holds a raw newline followed by ``# TYPE`` and a sample line's only raw newline
+    is its last byte.
+    """
+    view = memoryview(text)
+    parts: list[bytes | memoryview] = []
+    position = 0
+    for metric in SNAPSHOT_METRICS:
+        header = _header(metric, "text").encode("utf-8")
+        start = text.index(header, position)
+        parts += (view[position:start], _header(metric, "openmetrics").encode("utf-8"))
+        position = start + len(header)
+    parts.append(view[position:])
+    return parts
+
+
+def openmetrics_from_text(text: bytes) -> bytes:
+    """The OpenMetrics body for a text body: ``openmetrics_parts`` joined."""
+    return b"".join(openmetrics_parts(text))
 
 
 def to_client_metrics(families: dict[MetricDef, list[Sample]]) -> Iterator[Metric]:

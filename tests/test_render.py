@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import gzip
+import math
 import os
+import random
 from collections.abc import Iterable
 
 import pytest
@@ -11,6 +16,9 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
+from exporter.api.client import parse_listing_page
+from exporter.api.models import ServerStatus
+from exporter.exposition import Exposition
 from exporter.metrics import (
     SERVER_CPU_USAGE,
     SERVER_DISK_USED,
@@ -19,10 +27,16 @@ from exporter.metrics import (
     SERVER_TRAFFIC_EXCEEDED,
     SERVER_TRAFFIC_PREVIOUS,
     Format,
+    _go_float,
+    floatToGoString,
+    openmetrics_from_text,
     render_families,
+    render_snapshot,
     server_samples,
     to_client_metrics,
 )
+from exporter.quota import Quotas, Rule
+from exporter.simulator.fleet import Fleet
 from exporter.snapshot import Snapshot
 
 from .conftest import GOLDEN
@@ -104,3 +118,88 @@ def test_units_are_converted_to_base_units(sample_snapshot: Snapshot) -> None:
         ("2", 'bücher "db" \\ primary\nline'): 0.0,
         ("3", "サーバー-7"): 0.0,
     }
+
+
+# ----------------------------------------------------------------------------- the fast path
+# /metrics is written by render_snapshot (and openmetrics_from_text), not from sample tuples;
+# these hold it to the same bytes as prometheus_client's renderers over server_samples.
+
+
+@pytest.mark.parametrize(
+    ("fmt", "golden"), [("text", "servers.prom"), ("openmetrics", "servers.om")]
+)
+def test_fast_path_matches_golden_file(sample_snapshot: Snapshot, fmt: Format, golden: str) -> None:
+    assert render_snapshot(sample_snapshot, fmt).decode() == (GOLDEN / golden).read_text(
+        encoding="utf-8"
+    )
+
+
+def _simulated_snapshot(servers: int) -> Snapshot:
+    """A simulated fleet with the awkward parts switched on: odd hostnames, task statuses,
+    quota rules and a billing period."""
+    fleet = Fleet(lambda: 1_700_000_000.0, servers=servers, seed=7)
+    listed = list(parse_listing_page(fleet.listing_json()).servers)
+    odd = ['a"b', "back\\slash", "new\nline", "サーバー", "", "# HELP evotic_server_status x"]
+    for i, hostname in enumerate(odd):
+        listed[i * 7] = dataclasses.replace(listed[i * 7], hostname=hostname, node=hostname)
+    rng = random.Random(3)
+    statuses = {
+        server.id: ServerStatus(
+            status=rng.choice(["creating the backup", 'say "hi"', "reinstalling"]),
+            is_processing=rng.random() < 0.5,
+            progress=rng.choice([None, 0, 53, 99.5, 100]),
+        )
+        for server in listed[::3]
+    }
+    quotas = Quotas(
+        default={"incoming": 2.0**40, "outgoing": 2.0**40},
+        rules=(Rule(quota={"outgoing": 5e12}, hostname="db-*"), Rule(quota={}, server_id="105")),
+    )
+    return Snapshot(servers=tuple(listed), taken_at=1_700_000_000.0, statuses=statuses,
+                    quotas=quotas, period=(1_698_796_800.0, 1_701_388_800.0))  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["text", "openmetrics"])
+def test_fast_path_is_byte_identical_to_prometheus_client_on_a_simulated_fleet(
+    fmt: Format,
+) -> None:
+    snapshot = _simulated_snapshot(1500)
+    expected = _client_render(snapshot, fmt)
+    assert render_snapshot(snapshot, fmt) == expected
+    # Families are written a batch of servers at a time; the seams must not show.
+    assert render_snapshot(snapshot, fmt, batch=7) == expected
+
+
+def test_openmetrics_body_is_the_text_body_with_its_headers_swapped() -> None:
+    snapshot = _simulated_snapshot(300)
+    text = render_snapshot(snapshot, "text")
+    assert openmetrics_from_text(text) == _client_render(snapshot, "openmetrics")
+
+
+def test_exposition_serves_the_same_bytes_in_every_form() -> None:
+    snapshot = _simulated_snapshot(200)
+    exposition = Exposition(snapshot)
+
+    async def forms() -> tuple[bytes, bytes, bytes]:
+        om = await exposition.body("openmetrics")
+        packed = await exposition.compressed("openmetrics")
+        return om, packed.head, packed.finish(b"# tail\n")
+
+    om, head, tail = asyncio.run(forms())
+    assert exposition.text == _client_render(snapshot, "text")
+    assert om == _client_render(snapshot, "openmetrics")
+    assert gzip.decompress(head + tail) == om + b"# tail\n"
+    assert exposition.series == sum(len(s) for s in server_samples(snapshot).values())
+
+
+def test_number_formatting_matches_prometheus_client() -> None:
+    # The fast path formats numbers itself; every magnitude must come out as Go's form.
+    rng = random.Random(11)
+    values = [0.0, -0.0, 1.0, 0.5, 1e-7, 5e-324, 999999.9999999999, 1e6, 1000000.5, 1e15,
+              9999999999999998.0, 1e16, 1.5e300, -1.0, -1e7, math.inf, -math.inf, math.nan,
+              2.0**53, 2.0**40 * 5, 1_699_035_782.0, 3930800510.0]  # fmt: skip
+    for exponent in range(-10, 20):
+        values += [rng.uniform(0, 10.0**exponent) for _ in range(200)]
+        values += [float(rng.randrange(1, 10**17) // 10 ** rng.randrange(0, 17))]
+    for value in values:
+        assert _go_float(value) == floatToGoString(value), value
