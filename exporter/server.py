@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import cast
 
 import structlog
@@ -56,6 +56,24 @@ def negotiate(accept: str, accept_encoding: str) -> tuple[Format, bool]:
         fmt = "openmetrics"
     gzip = any(t in ("gzip", "x-gzip") and q > 0 for t, q in _media_ranges(accept_encoding))
     return fmt, gzip
+
+
+# Bodies larger than SEND_WHOLE go out in slices of SEND_SLICE. uvicorn waits for the socket to
+# drain between two sends, so such a scrape holds a slice or two, not a copy of the rest of the
+# body: asyncio on Python 3.11 copies whatever the socket does not take at once into a buffer of
+# its own (15 MB per plain scrape at 10,000 servers, 80 MB at 50,000). Smaller bodies go whole:
+# waiting for the socket to drain costs more than copying a few megabytes.
+SEND_WHOLE = 4 * 1024 * 1024
+SEND_SLICE = 1024 * 1024
+
+
+def _pieces(chunk: bytes) -> Iterator[bytes]:
+    if len(chunk) <= SEND_WHOLE:
+        yield chunk
+        return
+    view = memoryview(chunk)
+    for start in range(0, len(chunk), SEND_SLICE):
+        yield bytes(view[start : start + SEND_SLICE])
 
 
 class ExporterApp:
@@ -135,11 +153,15 @@ class ExporterApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if method == b"HEAD":
             chunks = []
-        for i, chunk in enumerate(chunks):
-            more = i < len(chunks) - 1
-            await send({"type": "http.response.body", "body": chunk, "more_body": more})
-        if not chunks:
-            await send({"type": "http.response.body", "body": b""})
+        pieces = (piece for chunk in chunks for piece in _pieces(chunk))
+        piece = next(pieces, b"")
+        while True:
+            following = next(pieces, None)
+            more = following is not None
+            await send({"type": "http.response.body", "body": piece, "more_body": more})
+            if following is None:
+                break
+            piece = following
 
     async def _metrics(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
         request = {k.lower(): v for k, v in scope["headers"]}
