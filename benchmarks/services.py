@@ -1,0 +1,241 @@
+"""The processes a benchmark run starts: simulator, exporter, nginx and the reference.
+
+All of them listen on 127.0.0.1 only, on free ports, log to files in the run's work
+directory, and are stopped (SIGTERM, then SIGKILL) when the run ends or fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+# A fresh token per run, shared by the simulator and the exporters it starts.
+TOKEN = secrets.token_hex(12)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if condition():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@dataclass
+class Service:
+    """A started process: where it listens, where it logs, what it has cost so far."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    cleanup: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _status(self) -> dict[str, str]:
+        lines = Path(f"/proc/{self.popen.pid}/status").read_text().splitlines()
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM: the most resident memory the process has had (the kernel's high-water mark)."""
+        return int(self._status()["VmHWM"].split()[0]) * 1024
+
+    def rss_bytes(self) -> int:
+        return int(self._status()["VmRSS"].split()[0]) * 1024
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the process so far."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self.cleanup is not None:
+            shutil.rmtree(self.cleanup, ignore_errors=True)
+
+
+def _spawn(name: str, argv: Sequence[str], workdir: Path, port: int) -> Service:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVOTIC_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    log = workdir / f"{name}.log"
+    with log.open("wb") as handle:
+        popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    return Service(name, popen, port, log)
+
+
+@contextlib.contextmanager
+def running(service: Service) -> Iterator[Service]:
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def simulator(
+    workdir: Path, servers: int, *, paginate: bool, per_page: int, latency: float = 0.0
+) -> Service:
+    port = free_port()
+    argv = [sys.executable, "-m", "exporter.simulator", "--listen-address", f"127.0.0.1:{port}",
+            "--servers", str(servers), "--token", TOKEN, "--latency", str(latency)]  # fmt: skip
+    if paginate:
+        argv += ["--paginate", "--per-page", str(per_page)]
+    service = _spawn(f"simulator-{servers}", argv, workdir, port)
+    wait_until(lambda: http_status(f"{service.url}/_simulator/state") == 200, 120, "the simulator")
+    return service
+
+
+def exporter(
+    workdir: Path, api_url: str, *, interval: float, name: str, extra: Sequence[str] = ()
+) -> Service:
+    """The exporter against ``api_url``; returns once ``/readyz`` says its first poll is in."""
+    port = free_port()
+    argv = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}",
+            "--api.url", api_url, "--api.token", TOKEN, "--poll.interval", str(interval),
+            "--log.format", "json", *extra]  # fmt: skip
+    service = _spawn(name, argv, workdir, port)
+
+    def ready() -> bool:
+        service.check_alive()
+        return http_status(f"{service.url}/readyz") == 200
+
+    try:
+        wait_until(ready, 600, f"{name} to be ready")
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def reference(workdir: Path, api_url: str, servers: int) -> Service:
+    """The prometheus_client reference; it listens only once its first poll is done."""
+    port = free_port()
+    argv = [sys.executable, str(HERE / "reference_exporter.py"), "--api-url", api_url,
+            "--token", TOKEN, "--port", str(port)]  # fmt: skip
+    service = _spawn(f"reference-{servers}", argv, workdir, port)
+
+    def listening() -> bool:
+        service.check_alive()
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    try:
+        wait_until(listening, 900, "the reference exporter")
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    types {{ }}
+    default_type "text/plain; version=0.0.4; charset=utf-8";
+    # The payload is compressed once, beforehand: nginx only picks the file.
+    gzip off;
+    gzip_static on;
+    etag off;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /metrics {{ alias {dir}/metrics; }}
+    }}
+}}
+"""
+
+
+def nginx(workdir: Path, plain: bytes, compressed: bytes) -> Service:
+    """nginx serving ``plain`` at ``/metrics``, and ``compressed`` to clients that accept gzip.
+
+    Its files live in a directory of their own under the system's temporary directory:
+    nginx's workers drop to an unprivileged user when started as root, and the run's work
+    directory may sit somewhere that user cannot read (pytest's, for one). ``Service.stop``
+    removes it.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="evotic-benchmark-nginx-"))
+    directory.chmod(0o755)
+    for name, data in (("metrics", plain), ("metrics.gz", compressed)):
+        (directory / name).write_bytes(data)
+        (directory / name).chmod(0o644)
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port))
+    argv = [NGINX, "-p", str(directory), "-c", str(conf), "-e", str(directory / "nginx-error.log")]
+    service = _spawn("nginx", argv, workdir, port)
+    service.cleanup = directory
+
+    def listening() -> bool:
+        service.check_alive()
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    wait_until(listening, 30, "nginx")
+    return service
