@@ -251,8 +251,7 @@ class Poller:
 
     def _statuses_for(self, servers: tuple[Server, ...]) -> Mapping[str, ServerStatus]:
         """Known task statuses of these servers only: a deleted server's status goes too."""
-        ids = {server.id for server in servers}
-        return MappingProxyType({k: v for k, v in self._statuses.items() if k in ids})
+        return _only(servers, self._statuses)
 
     def _succeeded(
         self, listing: Listing, exposition: Exposition, render_seconds: float, started: float
@@ -339,8 +338,7 @@ class Poller:
         started = time.perf_counter()
         await asyncio.gather(*(one(server.id) for server in servers))
         sweep_seconds = time.perf_counter() - started
-        self._statuses = MappingProxyType(results)
-        self._statuses = self._statuses_for(servers)
+        self._statuses = _only(servers, results)
         if failures:
             self._log.warning("status sweep incomplete", failed=sum(failures.values()),
                               of=len(servers), reasons=failures)  # fmt: skip
@@ -354,3 +352,10 @@ class Poller:
         state = replace(current.state, phases=(*phases, ("status", sweep_seconds)))
         if self._published is current:
             self._published = replace(current, exposition=exposition, state=state)
+
+
+def _only(
+    servers: tuple[Server, ...], statuses: Mapping[str, ServerStatus]
+) -> Mapping[str, ServerStatus]:
+    ids = {server.id for server in servers}
+    return MappingProxyType({k: v for k, v in statuses.items() if k in ids})

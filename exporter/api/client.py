@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -197,14 +197,6 @@ def _has_page_param(url: str) -> bool:
     return any(k == "page" for k, _ in parse_qsl(urlsplit(url).query))
 
 
-@dataclass
-class _Hold:
-    """A 429's ``Retry-After``: nothing is sent before ``until`` (monotonic seconds)."""
-
-    until: float = 0.0
-    rng: random.Random = field(default_factory=random.Random)
-
-
 class EvoticClient:
     """Async client for one Evotic account.
 
@@ -237,7 +229,9 @@ class EvoticClient:
         self._max_bytes = max_response_bytes
         self._sleep = sleep
         self._monotonic = monotonic
-        self._hold = _Hold(rng=rng or random.Random())
+        self._rng = rng or random.Random()
+        # A 429's Retry-After: nothing is sent before this (monotonic seconds).
+        self._held_until = 0.0
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             headers={"User-Agent": user_agent, "Accept": "application/json"},
@@ -266,7 +260,7 @@ class EvoticClient:
     @property
     def held_for(self) -> float:
         """Seconds until a previous 429 allows the next request (0 when none is pending)."""
-        return max(0.0, self._hold.until - self._monotonic())
+        return max(0.0, self._held_until - self._monotonic())
 
     async def list_servers(self) -> Listing:
         """Fetch every page of ``GET /servers``.
@@ -333,7 +327,7 @@ class EvoticClient:
                 attempt += 1
                 if not retryable or attempt >= self._retry.max_attempts:
                     raise
-                pause = self._retry.backoff(attempt, self._hold.rng)
+                pause = self._retry.backoff(attempt, self._rng)
                 deadline = _DEADLINE.get()
                 if deadline is not None and self._monotonic() + pause >= deadline:
                     raise
@@ -370,7 +364,7 @@ class EvoticClient:
             if retry_after is None:
                 retry_after = self._retry.retry_after_default
             retry_after = min(retry_after, self._retry.retry_after_cap)
-            self._hold.until = self._monotonic() + retry_after
+            self._held_until = self._monotonic() + retry_after
             raise RateLimitedError(
                 f"HTTP 429: rate limited, retrying after {math.ceil(retry_after)} s", retry_after
             )
