@@ -20,6 +20,7 @@ WORKDIR /src
 # Only what the wheel is built from (pyproject.toml names README.md as the long description).
 COPY pyproject.toml README.md ./
 COPY exporter/ exporter/
+COPY simulator/ simulator/
 
 # The venv gets no pip of its own: the base image's pip installs into it from outside, so the
 # final image carries no installer in the environment the exporter runs from. pip compiles the

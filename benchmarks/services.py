@@ -128,7 +128,7 @@ def simulator(
     workdir: Path, servers: int, *, paginate: bool, per_page: int, latency: float = 0.0
 ) -> Service:
     port = free_port()
-    argv = [sys.executable, "-m", "exporter.simulator", "--listen-address", f"127.0.0.1:{port}",
+    argv = [sys.executable, "-m", "simulator", "--listen-address", f"127.0.0.1:{port}",
             "--servers", str(servers), "--token", TOKEN, "--latency", str(latency)]  # fmt: skip
     if paginate:
         argv += ["--paginate", "--per-page", str(per_page)]

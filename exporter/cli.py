@@ -20,13 +20,19 @@ from pydantic import ValidationError
 
 from exporter import __version__
 from exporter.api.client import EvoticClient
-from exporter.config import OPTIONS, Settings, describe_setting, format_validation_error
+from exporter.config import (
+    OPTIONS,
+    Settings,
+    describe_setting,
+    format_validation_error,
+    parse_listen_address,
+)
 from exporter.logging import Redactor, configure_logging
 from exporter.metrics import ApiStats, ExporterCollector
 from exporter.poller import Poller, PollSettings, TokenSource
 from exporter.server import ExporterApp
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from exporter.webserver import AsgiServer, bind_socket, parse_listen_address
+from exporter.webserver import AsgiServer, bind_socket
 
 PROG = "evotic-exporter"
 DEMO_CHURN_INTERVAL = 300.0
@@ -123,7 +129,7 @@ async def run(settings: Settings, web: WebConfig) -> int:
     simulator = None
     api_url = settings.api_url
     if settings.demo:
-        from exporter.simulator import SimulatorOptions, start_simulator
+        from simulator import SimulatorOptions, start_simulator
 
         if settings.traffic_quota_bytes is None and settings.traffic_quota_file is None:
             # So that the quota panels and alerts have something to show.

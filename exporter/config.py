@@ -15,7 +15,6 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exporter.quota import QuotaError, Quotas, load_quotas, parse_size
-from exporter.webserver import parse_listen_address
 
 DEFAULT_PORT = 19875
 
@@ -126,6 +125,15 @@ def read_token_file(path: Path) -> str:
     if not token:
         raise ValueError(f"api_token_file: {path} is empty")
     return token
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6, ``:port`` for every interface)."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected host:port, got {address!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
 
 
 OPTIONS: tuple[Option, ...] = (

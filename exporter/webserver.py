@@ -93,15 +93,6 @@ class _GuardedH11(H11Protocol):
             self.transport.close()
 
 
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6, ``:port`` for every interface)."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"expected host:port, got {address!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port_text)
-
-
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind a listening TCP socket; port 0 picks a free one (see ``AsgiServer.port``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -75,7 +75,7 @@ def _spawn(argv: Sequence[str], log_path: Path, url: str, env: dict[str, str] | 
 def simulator(tmp_path: Path, *args: str, token: str = "sim-token") -> Iterator[Process]:
     port = free_port()
     proc = _spawn(
-        ["-m", "exporter.simulator", "--listen-address", f"127.0.0.1:{port}", "--token", token,
+        ["-m", "simulator", "--listen-address", f"127.0.0.1:{port}", "--token", token,
          *args],
         tmp_path / f"simulator-{port}.log", f"http://127.0.0.1:{port}", None,
     )  # fmt: skip

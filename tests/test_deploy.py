@@ -174,14 +174,14 @@ def test_dockerignore_admits_exactly_the_build_inputs() -> None:
     for source in builder_sources():
         assert not dockerignored(source, patterns), source
         assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which is missing"
-    assert not dockerignored("exporter/simulator/app.py", patterns)
+    assert not dockerignored("simulator/app.py", patterns)
     for stray in (
         ".venv/bin/python",
         ".git/config",
         "tests/test_e2e.py",
         "deploy/.env",
         "exporter/__pycache__/cli.cpython-311.pyc",
-        "exporter/simulator/x.pyc",
+        "simulator/x.pyc",
     ):
         assert dockerignored(stray, patterns), stray
 

@@ -36,8 +36,8 @@ from exporter.metrics import (
     to_client_metrics,
 )
 from exporter.quota import Quotas, Rule
-from exporter.simulator.fleet import Fleet
 from exporter.snapshot import Snapshot
+from simulator.fleet import Fleet
 
 from .conftest import GOLDEN
 

@@ -23,14 +23,14 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.simulator import (
+from simulator import (
     FAULT_KINDS,
     Fleet,
     RunningSimulator,
     SimulatorOptions,
     start_simulator,
 )
-from exporter.simulator.cli import main as simulator_main
+from simulator.cli import main as simulator_main
 
 TOKEN = "test-token-5f1d"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -934,7 +934,7 @@ def test_command_line_serves_until_sigterm_and_never_prints_the_token(tmp_path: 
     log_path = tmp_path / "simulator.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "exporter.simulator", "--listen-address", "127.0.0.1:0",
+            [sys.executable, "-m", "simulator", "--listen-address", "127.0.0.1:0",
              "--servers", "12", "--fault", "rate_limited:servers", "--paginate"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )  # fmt: skip

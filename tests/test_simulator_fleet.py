@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.simulator import FaultError, FaultSet, Fleet, UnknownServerError
-from exporter.simulator.faults import Endpoint
-from exporter.simulator.generator import FleetMix
-from exporter.simulator.servers import billing_period_start
+from simulator import FaultError, FaultSet, Fleet, UnknownServerError
+from simulator.faults import Endpoint
+from simulator.generator import FleetMix
+from simulator.servers import billing_period_start
 
 
 def at(*moment: int) -> float:

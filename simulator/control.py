@@ -14,10 +14,10 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exporter.simulator.faults import Endpoint, FaultError, FaultSet
-from exporter.simulator.fleet import Fleet, UnknownServerError
-from exporter.simulator.messages import Reply, Request, json_reply, message_reply, parse_id
-from exporter.simulator.servers import DIRECTIONS, Direction
+from simulator.faults import Endpoint, FaultError, FaultSet
+from simulator.fleet import Fleet, UnknownServerError
+from simulator.messages import Reply, Request, json_reply, message_reply, parse_id
+from simulator.servers import DIRECTIONS, Direction
 
 CONTROL_PREFIX: Final = "/_simulator"
 MAX_CONTROL_BODY_BYTES: Final = 1024 * 1024

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Generic, Literal, TypeVar
 
-from exporter.simulator.servers import (
+from simulator.servers import (
     Direction,
     Plan,
     Profile,

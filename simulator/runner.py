@@ -8,12 +8,12 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from exporter.simulator.app import SimulatorApp
-from exporter.simulator.control import CONTROL_PREFIX
-from exporter.simulator.faults import FaultSet
-from exporter.simulator.fleet import Fleet
-from exporter.simulator.servers import Clock
 from exporter.webserver import AsgiServer, bind_socket
+from simulator.app import SimulatorApp
+from simulator.control import CONTROL_PREFIX
+from simulator.faults import FaultSet
+from simulator.fleet import Fleet
+from simulator.servers import Clock
 
 MAX_SERVERS = 1_000_000
 

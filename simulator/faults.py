@@ -19,7 +19,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
-from exporter.simulator.messages import (
+from simulator.messages import (
     JSON_TYPE,
     Reply,
     html_reply,

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import parse_qs
 
-from exporter.simulator.control import CONTROL_PREFIX, ControlApi, RequestStats
-from exporter.simulator.faults import Endpoint, FaultContext, FaultSet
-from exporter.simulator.fleet import Fleet, UnknownServerError
-from exporter.simulator.messages import (
+from exporter.webserver import Receive, Scope, Send
+from simulator.control import CONTROL_PREFIX, ControlApi, RequestStats
+from simulator.faults import Endpoint, FaultContext, FaultSet
+from simulator.fleet import Fleet, UnknownServerError
+from simulator.messages import (
     Reply,
     Request,
     json_body,
@@ -34,8 +35,7 @@ from exporter.simulator.messages import (
     parse_id,
     raw_json_reply,
 )
-from exporter.simulator.servers import Clock
-from exporter.webserver import Receive, Scope, Send
+from simulator.servers import Clock
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -13,8 +13,8 @@ import math
 import random
 from typing import Final
 
-from exporter.simulator.generator import ServerFactory, new_meters
-from exporter.simulator.servers import (
+from simulator.generator import ServerFactory, new_meters
+from simulator.servers import (
     Clock,
     Direction,
     JsonObject,

@@ -8,14 +8,15 @@ import logging
 import os
 import signal
 
-from exporter.simulator.faults import FAULT_KINDS, Scope
-from exporter.simulator.runner import RunningSimulator, SimulatorOptions, start_simulator
-from exporter.webserver import parse_listen_address, quiet_uvicorn_loggers
+from exporter.config import parse_listen_address
+from exporter.webserver import quiet_uvicorn_loggers
+from simulator.faults import FAULT_KINDS, Scope
+from simulator.runner import RunningSimulator, SimulatorOptions, start_simulator
 
 PROG = "evotic-simulator"
 TOKEN_ENV = "EVOTIC_SIMULATOR_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
-log = logging.getLogger("exporter.simulator")
+log = logging.getLogger("simulator")
 
 
 def _fault(text: str) -> tuple[str, str]:

@@ -5,11 +5,11 @@ the model behind it, ``FaultSet`` switches misbehaviour on and off, and ``Simula
 ASGI application that joins them.
 """
 
-from exporter.simulator.app import SimulatorApp
-from exporter.simulator.faults import FAULT_KINDS, Endpoint, Fault, FaultError, FaultSet, Scope
-from exporter.simulator.fleet import Fleet, UnknownServerError
-from exporter.simulator.runner import RunningSimulator, SimulatorOptions, start_simulator
-from exporter.simulator.servers import Clock, Direction, billing_period_start
+from simulator.app import SimulatorApp
+from simulator.faults import FAULT_KINDS, Endpoint, Fault, FaultError, FaultSet, Scope
+from simulator.fleet import Fleet, UnknownServerError
+from simulator.runner import RunningSimulator, SimulatorOptions, start_simulator
+from simulator.servers import Clock, Direction, billing_period_start
 
 __all__ = [
     "FAULT_KINDS",
