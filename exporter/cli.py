@@ -12,24 +12,30 @@ import ctypes
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import structlog
-from prometheus_client import CollectorRegistry, ProcessCollector
 from pydantic import ValidationError
 
 from exporter import __version__
+from exporter.account import Account
 from exporter.api.client import EvoticClient
+from exporter.api.token import TokenSource
 from exporter.config import (
     OPTIONS,
+    Problem,
     Settings,
-    describe_setting,
-    format_validation_error,
+    SettingsError,
+    check_sources,
     parse_listen_address,
+    read_quotas,
+    validation_problems,
 )
 from exporter.logging import Redactor, configure_logging
-from exporter.metrics import ApiStats, ExporterCollector
-from exporter.poller import Poller, PollSettings, TokenSource
+from exporter.own_metrics import AccountMetrics, process_registry
+from exporter.poller import PollSettings
+from exporter.quota import Quotas, load_quotas
 from exporter.server import ExporterApp
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.webserver import AsgiServer, bind_socket
@@ -60,16 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class SettingsError(Exception):
-    """Settings that cannot start the exporter; the message is one line without secrets."""
+@dataclass(frozen=True)
+class Loaded:
+    """The settings and what their files say, each file read once."""
+
+    settings: Settings
+    quotas: Quotas
+
+
+def load(argv: Sequence[str] | None) -> Loaded:
+    """Settings from flags over the environment, the checks that span fields, the quota file."""
+    flags: dict[str, Any] = vars(build_parser().parse_args(argv))
+    try:
+        settings = Settings(**flags)
+    except ValidationError as error:
+        raise SettingsError(validation_problems(error)) from None
+    check_sources(settings)
+    return Loaded(settings, read_quotas(settings))
 
 
 def load_settings(argv: Sequence[str] | None) -> Settings:
-    flags: dict[str, Any] = vars(build_parser().parse_args(argv))
-    try:
-        return Settings(**flags)
-    except ValidationError as error:
-        raise SettingsError(format_validation_error(error)) from None
+    return load(argv).settings
 
 
 def load_web(settings: Settings) -> WebConfig:
@@ -79,8 +96,7 @@ def load_web(settings: Settings) -> WebConfig:
     try:
         return load_web_config(settings.web_config_file)
     except WebConfigError as error:
-        setting = describe_setting("web_config_file")
-        raise SettingsError(f"invalid setting {setting}: {error}") from None
+        raise SettingsError([Problem("web_config_file", str(error))]) from None
 
 
 # mallopt(3) parameter numbers in glibc's malloc.h.
@@ -113,48 +129,45 @@ def tune_allocator() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     tune_allocator()
     try:
-        settings = load_settings(argv)
-        web = load_web(settings)
+        loaded = load(argv)
+        web = load_web(loaded.settings)
     except SettingsError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    return asyncio.run(run(settings, web))
+    return asyncio.run(run(loaded.settings, loaded.quotas, web))
 
 
-async def run(settings: Settings, web: WebConfig) -> int:
+async def run(settings: Settings, quotas: Quotas, web: WebConfig) -> int:
     redactor = Redactor()
     configure_logging(settings.log_level, settings.log_format, redactor)
     log = structlog.get_logger("exporter")
 
-    simulator = None
+    demo_api = None
     api_url = settings.api_url
     if settings.demo:
         from simulator import SimulatorOptions, start_simulator
 
         if settings.traffic_quota_bytes is None and settings.traffic_quota_file is None:
             # So that the quota panels and alerts have something to show.
-            settings = settings.model_copy(update={"traffic_quota_bytes": DEMO_QUOTA_BYTES})
+            quotas = load_quotas(DEMO_QUOTA_BYTES, None)
 
-        simulator = await start_simulator(SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL))
-        api_url = simulator.url
-        token = TokenSource(redactor, token=simulator.token)
+        demo_api = await start_simulator(SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL))
+        api_url = demo_api.url
+        token = TokenSource(redactor, token=demo_api.token)
     elif settings.api_token is not None:
         token = TokenSource(redactor, token=settings.api_token.get_secret_value())
     else:
         token = TokenSource(redactor, path=settings.api_token_file)
 
-    api_stats = ApiStats()
+    metrics = AccountMetrics()
     client = EvoticClient(
         api_url, token, timeout=settings.api_timeout,
-        user_agent=f"{PROG}/{__version__}", observe=api_stats.observe,
+        user_agent=f"{PROG}/{__version__}", observe=metrics.request,
     )  # fmt: skip
-    poller = Poller(client, token, PollSettings.from_settings(settings))
-    registry = CollectorRegistry()
-    registry.register(ExporterCollector(poller.state, api_stats, lambda: poller.poll_errors,
-                                        __version__))  # fmt: skip
-    ProcessCollector(registry=registry)
-    app = ExporterApp(poller, registry, version=__version__, extra_headers=web.headers,
-                      auth=web.auth)  # fmt: skip
+    account = Account(client, token, PollSettings.from_settings(settings), metrics,
+                      quotas=quotas)  # fmt: skip
+    app = ExporterApp(account, process_registry(__version__), version=__version__,
+                      extra_headers=web.headers, auth=web.auth)  # fmt: skip
 
     host, port = parse_listen_address(settings.listen_address)
     try:
@@ -162,12 +175,12 @@ async def run(settings: Settings, web: WebConfig) -> int:
     except OSError as error:
         log.error("cannot listen", address=settings.listen_address, error=error.strerror)
         await client.aclose()
-        if simulator is not None:
-            await simulator.stop()
+        if demo_api is not None:
+            await demo_api.stop()
         return 1
     server = AsgiServer(app, sock, ssl_context=web.ssl_context)
     await server.start()
-    poller.start()
+    account.start()
     log.info("listening", address=f"{host}:{server.port}", api=api_url, demo=settings.demo,
              version=__version__, tls=web.tls, client_auth=web.client_auth,
              basic_auth=web.auth is not None)  # fmt: skip
@@ -179,7 +192,7 @@ async def run(settings: Settings, web: WebConfig) -> int:
     await stop.wait()
     log.info("shutting down")
     await server.stop()
-    await poller.stop()
-    if simulator is not None:
-        await simulator.stop()
+    await account.stop()
+    if demo_api is not None:
+        await demo_api.stop()
     return 0

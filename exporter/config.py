@@ -1,7 +1,8 @@
 """Settings: one pydantic-settings class; each setting is an ``EVOTIC_*`` variable and a flag.
 
 A flag given on the command line wins over the environment. An invalid setting is reported as
-one line naming both its variable and its flag; the token's value is never part of it.
+one line naming both its variable and its flag; the token's value is never part of it. Every
+problem is a ``Problem`` naming its field; the line is built from those fields, never parsed.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from exporter.api.errors import TokenFileError
+from exporter.api.token import read_token_file
 from exporter.quota import QuotaError, Quotas, load_quotas, parse_size
 
 DEFAULT_PORT = 19875
@@ -77,10 +80,6 @@ class Settings(BaseSettings):
         except QuotaError as error:
             raise ValueError(str(error).removeprefix("size: ")) from None
 
-    def quotas(self) -> Quotas:
-        """The traffic quotas; the file was checked when the settings were loaded."""
-        return load_quotas(self.traffic_quota_bytes, self.traffic_quota_file)
-
     @field_validator("listen_address")
     @classmethod
     def _listen_address(cls, value: str) -> str:
@@ -92,39 +91,59 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _quota_file(self) -> Settings:
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the settings: which field (``None``: the settings as a whole)."""
+
+    field: str | None
+    message: str
+
+
+class SettingsError(Exception):
+    """Settings that cannot start the exporter; ``str()`` is one line without secrets."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return "invalid setting " + "; ".join(
+            f"{describe_setting(p.field) if p.field else 'settings'}: {p.message}"
+            for p in self.problems
+        )
+
+
+def check_sources(settings: Settings) -> None:
+    """The checks that span fields: exactly one usable token source unless in demo mode.
+
+    The token file is read here once, so that a missing or empty file stops the start-up;
+    the poller reads it again at every poll.
+    """
+    if settings.demo:
+        return
+    problem = None
+    if settings.api_token is not None and settings.api_token_file is not None:
+        problem = Problem("api_token", "set either the token or the token file, not both")
+    elif settings.api_token is None and settings.api_token_file is None:
+        problem = Problem("api_token", "a token is required (or a token file, or --demo)")
+    elif settings.api_token is not None and not settings.api_token.get_secret_value().strip():
+        problem = Problem("api_token", "is empty")
+    elif settings.api_token_file is not None:
         try:
-            self.quotas()
-        except QuotaError as error:
-            raise ValueError(f"traffic_quota_file: {error}") from None
-        return self
-
-    @model_validator(mode="after")
-    def _token_source(self) -> Settings:
-        if self.demo:
-            return self
-        if self.api_token is not None and self.api_token_file is not None:
-            raise ValueError("api_token: set either the token or the token file, not both")
-        if self.api_token is None and self.api_token_file is None:
-            raise ValueError("api_token: a token is required (or a token file, or --demo)")
-        if self.api_token is not None and not self.api_token.get_secret_value().strip():
-            raise ValueError("api_token: is empty")
-        if self.api_token_file is not None:
-            read_token_file(self.api_token_file)
-        return self
+            read_token_file(settings.api_token_file)
+        except TokenFileError as error:
+            problem = Problem("api_token_file", error.problem)
+    if problem is not None:
+        raise SettingsError([problem])
 
 
-def read_token_file(path: Path) -> str:
-    """The token in ``path``, surrounding white space removed; ``ValueError`` if unusable."""
+def read_quotas(settings: Settings) -> Quotas:
+    """The traffic quotas: the default and the quota file, read once here."""
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-        raise ValueError(f"api_token_file: cannot read {path}: {reason}") from None
-    if not token:
-        raise ValueError(f"api_token_file: {path} is empty")
-    return token
+        return load_quotas(settings.traffic_quota_bytes, settings.traffic_quota_file)
+    except QuotaError as error:
+        raise SettingsError([Problem("traffic_quota_file", str(error))]) from None
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -186,13 +205,12 @@ def describe_setting(field: str) -> str:
     return f"{env} ({option.flag})" if option else env
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line for every problem, naming variable and flag, never the rejected value."""
+def validation_problems(error: ValidationError) -> list[Problem]:
+    """The problems of a failed ``Settings(...)``, each naming its field, never its value."""
     problems = []
     for detail in error.errors(include_input=False, include_url=False):
-        field = str(detail["loc"][0]) if detail["loc"] else ""
-        message = detail["msg"].removeprefix("Value error, ")
-        if not field and ":" in message:  # raised by a model validator as "field: message"
-            field, message = (part.strip() for part in message.split(":", 1))
-        problems.append(f"{describe_setting(field) if field else 'settings'}: {message}")
-    return "invalid setting " + "; ".join(problems)
+        # A validator's own ValueError is in the context, its text unprefixed.
+        raised = detail.get("ctx", {}).get("error")
+        message = str(raised) if isinstance(raised, ValueError) else detail["msg"]
+        problems.append(Problem(str(detail["loc"][0]) if detail["loc"] else None, message))
+    return problems

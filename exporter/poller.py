@@ -1,8 +1,10 @@
-"""The background loop: fetch -> validate -> snapshot -> render -> swap.
+"""The background loop of one account: fetch -> validate -> publish a snapshot and an outcome.
 
-One ``Poller`` serves one Evotic account with its own client and its own snapshot, so several
-accounts can run side by side. Scrapes never wait for it: they read ``Poller.view()``, which
-only combines values the poller swapped in whole.
+A poller only polls. Each cycle it fetches every page of the listing, validates it, builds one
+immutable ``Snapshot`` and hands it, with the ``Outcome`` of the poll, to its ``publish``
+callback (the account's exposition cache renders it there). It never renders and never reads
+rendered output: what it needs of the past (the last good record of a server whose record
+turns bad, the statuses of the last sweep) it keeps as snapshots and mappings of its own.
 """
 
 from __future__ import annotations
@@ -11,65 +13,40 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Any, Protocol
 
 import structlog
 
 from exporter.api.client import EvoticClient, Listing
-from exporter.api.errors import REASONS, EvoticError, TokenFileError
+from exporter.api.errors import EvoticError
 from exporter.api.models import Server, ServerStatus
-from exporter.config import Settings, read_token_file
-from exporter.exposition import Exposition
-from exporter.logging import Redactor
-from exporter.metrics import ExporterState
+from exporter.api.token import TokenSource
+from exporter.config import Settings
 from exporter.quota import Quotas, billing_period
-from exporter.snapshot import Snapshot
+from exporter.snapshot import Outcome, PollState, Snapshot
 
-POLL_REASONS = (*REASONS, "internal")
+Publish = Callable[[PollState], Awaitable[None]]
 
 
-class TokenSource:
-    """The bearer token: fixed, or read from a file at the start of every poll."""
-
-    def __init__(self, redactor: Redactor, token: str | None = None, path: Path | None = None):
-        if (token is None) == (path is None):
-            raise ValueError("exactly one of token and path")
-        self._redactor = redactor
-        self._path = path
-        self._token = ""
-        if token is not None:
-            self._set(token)
-
-    def _set(self, token: str) -> None:
-        self._redactor.add(token)
-        self._token = token
-
-    def refresh(self) -> None:
-        """Re-read the token file, so a rotated secret is used from this poll on."""
-        if self._path is None:
-            return
-        try:
-            self._set(read_token_file(self._path))
-        except ValueError as error:
-            raise TokenFileError(str(error).removeprefix("api_token_file: ")) from None
-
-    def __call__(self) -> str:
-        return self._token
+def _default(name: str) -> Any:
+    return Settings.model_fields[name].default
 
 
 @dataclass(frozen=True)
 class PollSettings:
-    """The poller's timing. ``deadline`` bounds a whole poll, retries included."""
+    """The poller's share of ``Settings``; every default is the setting's own.
 
-    interval: float = 60.0
-    stale_after: float = 600.0
-    collect_status: bool = False
-    status_concurrency: int = 4
-    status_interval: float = 300.0
-    quotas: Quotas = field(default_factory=lambda: Quotas({}))
-    period_start_day: int = 1
+    ``deadline`` bounds a whole poll, retries included.
+    """
+
+    interval: float = _default("poll_interval")
+    stale_after: float = _default("stale_after")
+    collect_status: bool = _default("collect_status")
+    status_concurrency: int = _default("status_concurrency")
+    status_interval: float = _default("status_interval")
+    period_start_day: int = _default("traffic_period_start_day")
 
     @property
     def deadline(self) -> float:
@@ -91,33 +68,32 @@ class PollSettings:
             collect_status=settings.collect_status,
             status_concurrency=settings.status_concurrency,
             status_interval=settings.status_interval,
-            quotas=settings.quotas(),
             period_start_day=settings.traffic_period_start_day,
         )
 
 
-@dataclass(frozen=True)
-class View:
-    """What a scrape serves: per-server exposition, own-metric state, and readiness."""
+class PollObserver(Protocol):
+    """Told what a poll and a sweep did: the account's own metrics."""
 
-    exposition: Exposition
-    state: ExporterState
-    ready: bool
-    reason: str
+    def poll_finished(self, outcome: Outcome, snapshot: Snapshot | None) -> None: ...
+
+    def phase(self, phase: str, seconds: float) -> None: ...
 
 
-@dataclass(frozen=True)
-class _Published:
-    exposition: Exposition | None = None
-    state: ExporterState = field(default_factory=ExporterState)
-    failing_reason: str | None = None
+class _Unobserved:
+    def poll_finished(self, outcome: Outcome, snapshot: Snapshot | None) -> None:
+        return None
+
+    def phase(self, phase: str, seconds: float) -> None:
+        return None
 
 
-_EMPTY = Snapshot(servers=(), taken_at=0.0)
+async def _discard(state: PollState) -> None:
+    return None
 
 
 class Poller:
-    """Polls one account forever; ``view()`` is the only thing scrapes touch."""
+    """Polls one account forever and publishes what it learns; ``state`` is the last publication."""
 
     def __init__(
         self,
@@ -125,6 +101,9 @@ class Poller:
         token: TokenSource,
         settings: PollSettings,
         *,
+        quotas: Quotas | None = None,
+        publish: Publish = _discard,
+        observer: PollObserver | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -133,46 +112,25 @@ class Poller:
         self._client = client
         self._token = token
         self._settings = settings
+        self._quotas = quotas if quotas is not None else Quotas({})
+        self._publish = publish
+        self._observer = observer or _Unobserved()
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._log = logger or structlog.get_logger("exporter.poller")
-        self._published = _Published()
-        self._empty = Exposition(_EMPTY)
+        self.state = PollState()
         self._statuses: Mapping[str, ServerStatus] = MappingProxyType({})
         self._failures = 0
         self._failing_since: float | None = None
-        self.poll_errors: dict[str, int] = dict.fromkeys(POLL_REASONS, 0)
+        self._publishing = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
-    # ------------------------------------------------------------------ read side
-
-    def state(self) -> ExporterState:
-        """The exporter's own metrics as a scrape should see them (stale data counts 0)."""
-        return self.view().state
-
-    def view(self) -> View:
-        published = self._published
-        state = published.state
-        if published.exposition is None:
-            why = published.failing_reason
-            reason = f"no successful poll yet (last error: {why})" if why else "first poll pending"
-            return View(self._empty, state, False, reason)
-        age = self._clock() - (state.last_success or 0.0)
-        if age > self._settings.stale_after:
-            reason = (
-                f"data is stale: last successful poll {age:.0f} s ago "
-                f"(limit {self._settings.stale_after:.0f} s, last error: "
-                f"{published.failing_reason or 'none'})"
-            )
-            return View(self._empty, replace(state, servers=0), False, reason)
-        return View(published.exposition, state, True, "ok")
+    # ------------------------------------------------------------------ loops
 
     def alive(self) -> bool:
         """True while the poll loop (and the status loop, if any) is running."""
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
-
-    # ------------------------------------------------------------------ loops
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="poll-loop"))
@@ -199,79 +157,67 @@ class Poller:
             return interval
         return min(interval * 2.0 ** (self._failures - 1), self._settings.backoff_cap)
 
+    # ------------------------------------------------------------------ one poll
+
     async def poll_once(self) -> bool:
         """One poll; True when it succeeded. Never raises (but for cancellation)."""
         started = time.perf_counter()
+        deadline = self._settings.deadline
         try:
-            deadline = self._settings.deadline
             async with asyncio.timeout(deadline):
                 self._token.refresh()
                 with self._client.deadline(deadline):
                     listing = await self._client.list_servers()
-                render_started = time.perf_counter()
-                now = self._clock()
-                servers = self._keep_last_good(listing)
-                snapshot = Snapshot(
-                    servers=servers,
-                    taken_at=now,
-                    statuses=self._statuses_for(servers),
-                    quotas=self._settings.quotas,
-                    period=billing_period(now, self._settings.period_start_day),
-                )
-                exposition = await asyncio.to_thread(Exposition, snapshot)
-                render_seconds = time.perf_counter() - render_started
         except TimeoutError:
-            self._failed("timeout", f"poll exceeded its deadline of {self._settings.deadline} s",
-                         started)  # fmt: skip
+            message = f"poll exceeded its deadline of {deadline} s"
+            await self._failed("timeout", message, started)
             return False
         except EvoticError as error:
-            self._failed(error.reason, str(error), started)
+            await self._failed(error.reason, str(error), started)
             return False
         except Exception as error:  # a bug must not end the loop; say so loudly, once
-            if self._published.failing_reason != "internal":
+            if self._last_reason() != "internal":
                 self._log.exception("poll failed unexpectedly", error_type=type(error).__name__)
-            self._failed("internal", type(error).__name__, started)
+            await self._failed("internal", type(error).__name__, started)
             return False
-        self._succeeded(listing, exposition, render_seconds, started)
+        await self._succeeded(listing, started)
         return True
 
-    def _keep_last_good(self, listing: Listing) -> tuple[Server, ...]:
+    def _last_reason(self) -> str | None:
+        outcome = self.state.outcome
+        return None if outcome is None else outcome.reason
+
+    def _snapshot(self, listing: Listing, now: float, previous: Snapshot | None) -> Snapshot:
         """The listed servers, plus the last good record of each server set aside this time.
 
         A server whose record turns invalid keeps its last valid data instead of vanishing as
         if deleted; a server never seen valid is not exported until it is.
         """
-        published = self._published.exposition
-        if not listing.rejected or published is None:
-            return listing.servers
-        listed = {server.id for server in listing.servers}
-        wanted = {r.server_id for r in listing.rejected if r.server_id} - listed
-        kept = [server for server in published.snapshot.servers if server.id in wanted]
-        return listing.servers + tuple(kept)
-
-    def _statuses_for(self, servers: tuple[Server, ...]) -> Mapping[str, ServerStatus]:
-        """Known task statuses of these servers only: a deleted server's status goes too."""
-        return _only(servers, self._statuses)
-
-    def _succeeded(
-        self, listing: Listing, exposition: Exposition, render_seconds: float, started: float
-    ) -> None:
-        now = self._clock()
-        duration = time.perf_counter() - started
-        state = ExporterState(
-            up=True,
-            servers=len(listing.servers),
+        servers = listing.servers
+        kept: tuple[Server, ...] = ()
+        if listing.rejected and previous is not None:
+            listed = {server.id for server in servers}
+            wanted = {r.server_id for r in listing.rejected if r.server_id} - listed
+            kept = tuple(server for server in previous.servers if server.id in wanted)
+        servers += kept
+        return Snapshot(
+            servers=servers,
+            taken_at=now,
+            statuses=_only(servers, self._statuses),
+            quotas=self._quotas,
+            period=billing_period(now, self._settings.period_start_day),
             rejected=len(listing.rejected),
-            last_success=now,
-            poll_duration=duration,
-            phases=(
-                ("fetch", listing.fetch_seconds),
-                ("validate", listing.validate_seconds),
-                ("render", render_seconds),
-            ),
+            kept=len(kept),
         )
-        first = self._published.exposition is None
-        self._published = _Published(exposition, state, None)
+
+    async def _succeeded(self, listing: Listing, started: float) -> None:
+        now = self._clock()
+        phases = (("fetch", listing.fetch_seconds), ("validate", listing.validate_seconds))
+        outcome = Outcome(now, time.perf_counter() - started, phases=phases)
+        first = self.state.snapshot is None
+        snapshot = self._snapshot(listing, now, self.state.snapshot)
+        await self._set(lambda last: PollState(snapshot, outcome, last_success=now))
+        self._observer.poll_finished(outcome, snapshot)
         if listing.rejected:
             sample = listing.rejected[0]
             self._log.warning(
@@ -281,35 +227,43 @@ class Poller:
         if self._failing_since is not None:
             self._log.info(
                 "poll recovered", outage_seconds=round(now - self._failing_since, 1),
-                servers=state.servers,
+                servers=snapshot.listed,
             )  # fmt: skip
         elif first:
-            self._log.info("first poll succeeded", servers=state.servers,
-                           seconds=round(duration, 3))  # fmt: skip
+            self._log.info("first poll succeeded", servers=snapshot.listed,
+                           seconds=round(outcome.duration, 3))  # fmt: skip
         self._failures = 0
         self._failing_since = None
 
-    def _failed(self, reason: str, message: str, started: float) -> None:
-        self.poll_errors[reason] = self.poll_errors.get(reason, 0) + 1
+    async def _failed(self, reason: str, message: str, started: float) -> None:
+        previous = self._last_reason()
+        now = self._clock()
+        outcome = Outcome(now, time.perf_counter() - started, reason=reason, message=message)
         self._failures += 1
-        published = self._published
-        state = replace(published.state, up=False, poll_duration=time.perf_counter() - started)
-        self._published = _Published(published.exposition, state, reason)
+        await self._set(lambda last: replace(last, outcome=outcome))
+        self._observer.poll_finished(outcome, None)
         if self._failing_since is None:
-            self._failing_since = self._clock()
+            self._failing_since = now
             self._log.warning("poll failed", reason=reason, error=message)
-        elif published.failing_reason != reason:
+        elif previous != reason:
             self._log.warning("poll still failing", reason=reason, error=message)
         else:
             self._log.debug("poll failed again", reason=reason, error=message,
                             consecutive=self._failures)  # fmt: skip
 
+    async def _set(self, change: Callable[[PollState], PollState]) -> PollState:
+        """Publish ``change(current state)``; one publication at a time, in order."""
+        async with self._publishing:
+            state = change(self.state)
+            await self._publish(state)
+            self.state = state
+        return state
+
     # ------------------------------------------------------------------ status sweep
 
     async def _status_loop(self) -> None:
         while True:
-            snapshot = self._published.exposition
-            if snapshot is None:
+            if self.state.snapshot is None:
                 await self._sleep(min(1.0, self._settings.interval))
                 continue
             started = time.monotonic()
@@ -319,11 +273,14 @@ class Poller:
                                   self._client.held_for, 0.0))  # fmt: skip
 
     async def sweep_statuses(self) -> None:
-        """Ask every server's status, a few at a time, then re-render with the answers."""
-        published = self._published
-        if published.exposition is None:
+        """Ask every server's status, a few at a time; publish the last snapshot with them.
+
+        The answers also go into every later snapshot, until the next sweep replaces them.
+        """
+        snapshot = self.state.snapshot
+        if snapshot is None:
             return
-        servers = published.exposition.snapshot.servers
+        servers = snapshot.servers
         limit = asyncio.Semaphore(self._settings.status_concurrency)
         results = dict(self._statuses)
         failures: dict[str, int] = {}
@@ -337,25 +294,24 @@ class Poller:
 
         started = time.perf_counter()
         await asyncio.gather(*(one(server.id) for server in servers))
-        sweep_seconds = time.perf_counter() - started
         self._statuses = _only(servers, results)
+        self._observer.phase("status", time.perf_counter() - started)
         if failures:
             self._log.warning("status sweep incomplete", failed=sum(failures.values()),
                               of=len(servers), reasons=failures)  # fmt: skip
-        current = self._published
-        if current.exposition is None:
-            return
-        snapshot = current.exposition.snapshot
-        snapshot = replace(snapshot, statuses=self._statuses_for(snapshot.servers))
-        exposition = await asyncio.to_thread(Exposition, snapshot)
-        phases = tuple(p for p in current.state.phases if p[0] != "status")
-        state = replace(current.state, phases=(*phases, ("status", sweep_seconds)))
-        if self._published is current:
-            self._published = replace(current, exposition=exposition, state=state)
+        await self._set(self._with_statuses)
+
+    def _with_statuses(self, state: PollState) -> PollState:
+        current = state.snapshot
+        if current is None:
+            return state
+        statuses = _only(current.servers, self._statuses)
+        return replace(state, snapshot=replace(current, statuses=statuses))
 
 
 def _only(
     servers: tuple[Server, ...], statuses: Mapping[str, ServerStatus]
 ) -> Mapping[str, ServerStatus]:
+    """Known task statuses of these servers only: a deleted server's status goes too."""
     ids = {server.id for server in servers}
     return MappingProxyType({k: v for k, v in statuses.items() if k in ids})

@@ -1,22 +1,23 @@
 """The HTTP side: ``/``, ``/metrics``, ``/healthz`` and ``/readyz`` as a plain ASGI app.
 
-``/metrics`` is the per-server exposition the poller rendered last, followed by the exporter's
-own metrics, collected fresh for each scrape. Nothing here waits for the Evotic API.
+``/metrics`` is the account's per-server exposition from its cache (rendered once per snapshot),
+followed by the exporter's own metrics, which prometheus_client renders for each scrape.
+Nothing here waits for the Evotic API.
 """
 
 from __future__ import annotations
 
 import html
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import cast
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from exporter.metrics import Format
-from exporter.poller import Poller
+from exporter.account import Account
+from exporter.exposition import Format
 from exporter.webconfig import CHALLENGE, BasicAuth
 from exporter.webserver import Receive, Scope, Send
 
@@ -33,28 +34,49 @@ PROTECTED = frozenset({"/", "/metrics"})
 _openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
 
 
-def _media_ranges(header: str) -> Iterable[tuple[str, float]]:
-    """``(token, q)`` for each entry of an Accept or Accept-Encoding header."""
+def _media_ranges(header: str) -> list[tuple[str, dict[str, str], float]]:
+    """``(token, parameters, q)`` for each entry of an Accept or Accept-Encoding header,
+    highest ``q`` first; entries of equal ``q`` keep their order (a stable sort)."""
+    entries = []
     for entry in header.split(","):
-        token, *params = (part.strip() for part in entry.split(";"))
-        q = 1.0
-        for param in params:
+        token, *raw = (part.strip() for part in entry.split(";"))
+        params = {}
+        for param in raw:
             name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+            params[name.strip().lower()] = value.strip().strip('"')
+        try:
+            q = float(params.pop("q", "1"))
+        except ValueError:
+            q = 0.0
         if token:
-            yield token.lower(), q
+            entries.append((token.lower(), params, q))
+    return sorted(entries, key=lambda entry: -entry[2])
+
+
+# The only OpenMetrics version this exporter writes.
+OPENMETRICS_VERSION = "1.0.0"
 
 
 def negotiate(accept: str, accept_encoding: str) -> tuple[Format, bool]:
-    """Which format (OpenMetrics only when asked for) and whether to gzip."""
+    """Which format and whether to gzip, as prometheus_client's ``choose_encoder`` decides,
+    with the entries ranked by ``q``.
+
+    OpenMetrics is served for the best-ranked acceptable entry that asks for it without a
+    version or with version 1.0.0; an entry for another OpenMetrics version (0.0.1, 2.0.0)
+    cannot be served and is passed over; anything else, or nothing, gets the text format.
+    """
     fmt: Format = "text"
-    if any(t == "application/openmetrics-text" and q > 0 for t, q in _media_ranges(accept)):
-        fmt = "openmetrics"
-    gzip = any(t in ("gzip", "x-gzip") and q > 0 for t, q in _media_ranges(accept_encoding))
+    for media, params, q in _media_ranges(accept):
+        if q <= 0:
+            continue
+        if media == "application/openmetrics-text":
+            if params.get("version", OPENMETRICS_VERSION) == OPENMETRICS_VERSION:
+                fmt = "openmetrics"
+                break
+            continue
+        if media in ("text/plain", "*/*", "text/*"):
+            break
+    gzip = any(t in ("gzip", "x-gzip") and q > 0 for t, _, q in _media_ranges(accept_encoding))
     return fmt, gzip
 
 
@@ -77,21 +99,21 @@ def _pieces(chunk: bytes) -> Iterator[bytes]:
 
 
 class ExporterApp:
-    """ASGI application serving one poller's metrics and the exporter's own."""
+    """ASGI application serving one account's metrics and the exporter's own."""
 
     def __init__(
         self,
-        poller: Poller,
-        own_metrics: CollectorRegistry,
+        account: Account,
+        process: CollectorRegistry,
         *,
         version: str,
         extra_headers: Mapping[str, str] | None = None,
         auth: BasicAuth | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
-        self._poller = poller
+        self._account = account
         self._auth = auth
-        self._own = own_metrics
+        self._own = (account.metrics.registry, process)
         self._version = version
         self._extra: Headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1"))
@@ -169,9 +191,8 @@ class ExporterApp:
             request.get(b"accept", b"").decode("latin-1"),
             request.get(b"accept-encoding", b"").decode("latin-1"),
         )
-        view = self._poller.view()
-        render_own = _openmetrics_latest if fmt == "openmetrics" else generate_latest
-        own = render_own(self._own)
+        view = self._account.view()
+        own = self._render_own(fmt)
         headers: Headers = [
             (b"content-type", OPENMETRICS_TYPE if fmt == "openmetrics" else TEXT_TYPE),
             (b"vary", b"Accept, Accept-Encoding"),
@@ -183,17 +204,24 @@ class ExporterApp:
             return 200, headers, [stream.head, stream.finish(own)]
         return 200, headers, [await view.exposition.body(fmt), own]
 
+    def _render_own(self, fmt: Format) -> bytes:
+        if fmt == "text":
+            return b"".join(generate_latest(registry) for registry in self._own)
+        *first, last = self._own  # one "# EOF", at the very end
+        body = [_openmetrics_latest(registry).removesuffix(b"# EOF\n") for registry in first]
+        return b"".join([*body, _openmetrics_latest(last)])
+
     async def _healthz(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
-        if self._poller.alive():
+        if self._account.alive():
             return 200, [(b"content-type", PLAIN)], [b"ok\n"]
         return 503, [(b"content-type", PLAIN)], [b"poll loop is not running\n"]
 
     async def _readyz(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
-        view = self._poller.view()
+        health = self._account.view().health
         return (
-            (200 if view.ready else 503),
+            (200 if health.ready else 503),
             [(b"content-type", PLAIN)],
-            [f"{view.reason}\n".encode()],
+            [f"{health.reason}\n".encode()],
         )
 
     async def _landing(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:

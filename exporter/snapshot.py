@@ -1,4 +1,9 @@
-"""The immutable result of one successful poll: what the exporter knows about the fleet."""
+"""What one account's poller publishes: the last good snapshot and the last poll's outcome.
+
+Only the poller builds these; everything downstream (the exposition cache, readiness, the
+exporter's own metrics, the HTTP side) reads them and nobody changes them, so a scrape can read
+the current ones without a lock.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ def _no_statuses() -> Mapping[str, ServerStatus]:
 class Snapshot:
     """Servers as listed, task statuses where collected, quotas, and when it was taken.
 
-    Only the poller builds one; everything downstream reads it and nobody changes it, so a
-    scrape can read the current one without a lock.
+    ``rejected`` counts the listed records the poll set aside; ``kept`` how many of them are
+    served from their last good record (they are among ``servers``).
     """
 
     servers: tuple[Server, ...]
@@ -27,3 +32,39 @@ class Snapshot:
     statuses: Mapping[str, ServerStatus] = field(default_factory=_no_statuses)
     quotas: Quotas = field(default_factory=lambda: Quotas({}))
     period: tuple[float, float] | None = None  # billing period start and end, Unix seconds
+    rejected: int = 0
+    kept: int = 0
+
+    @property
+    def listed(self) -> int:
+        """Servers the API listed validly in the poll that took this snapshot."""
+        return len(self.servers) - self.kept
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the last poll ended: when, how long it took, and why it failed (``reason``).
+
+    ``reason`` is ``None`` for a success, else one of ``POLL_REASONS``; ``message`` is the
+    error's one-line text for logs and ``/readyz``, never a label. ``phases`` are a successful
+    poll's (phase, seconds) pairs.
+    """
+
+    finished_at: float
+    duration: float
+    reason: str | None = None
+    message: str = ""
+    phases: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True)
+class PollState:
+    """One account's published state: last good snapshot (if any) and last outcome (if any)."""
+
+    snapshot: Snapshot | None = None
+    outcome: Outcome | None = None
+    last_success: float | None = None  # when the last successful poll finished, Unix seconds

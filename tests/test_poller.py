@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from exporter.api.client import EvoticClient
+from exporter.api.token import TokenSource
 from exporter.logging import Redactor
-from exporter.poller import Poller, PollSettings, TokenSource
+from exporter.poller import Poller, PollSettings
 
 
 class _Stop(Exception):

@@ -6,6 +6,8 @@ Callers never put an error's free text into a label; they use ``reason``, which 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 REASONS = (
     "auth",
     "rate_limited",
@@ -16,6 +18,8 @@ REASONS = (
     "invalid_response",
     "token_file",
 )
+# A poll can also fail on a bug of the exporter's own; the loop survives it.
+POLL_REASONS = (*REASONS, "internal")
 
 
 class EvoticError(Exception):
@@ -69,6 +73,11 @@ class InvalidResponseError(EvoticError):
 
 
 class TokenFileError(EvoticError):
-    """The token file could not be read, or is empty, when a poll started."""
+    """The token file could not be read, or holds no token; ``problem`` says which."""
 
     reason = "token_file"
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(problem)
+        self.path = path
+        self.problem = problem

@@ -1,0 +1,67 @@
+"""One Evotic account, wired: API client -> poller -> exposition cache, and its own metrics.
+
+The poller publishes into the cache; a scrape asks ``view()`` for what to serve, which reads
+the last publication and the time and never waits for the API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from exporter.api.client import EvoticClient
+from exporter.api.token import TokenSource
+from exporter.exposition import Exposition, ExpositionCache
+from exporter.health import Health, assess
+from exporter.own_metrics import AccountMetrics
+from exporter.poller import Poller, PollSettings
+from exporter.quota import Quotas
+from exporter.snapshot import PollState
+
+
+@dataclass(frozen=True)
+class View:
+    """What a scrape serves: the per-server exposition (headers alone when there is nothing to
+    trust) and the account's health."""
+
+    exposition: Exposition
+    health: Health
+
+
+class Account:
+    """A poller, the cache it publishes into and the metrics both report to."""
+
+    def __init__(
+        self,
+        client: EvoticClient,
+        token: TokenSource,
+        settings: PollSettings,
+        metrics: AccountMetrics,
+        *,
+        quotas: Quotas | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.cache = ExpositionCache(on_render=lambda seconds: metrics.phase("render", seconds))
+        self.poller = Poller(client, token, settings, quotas=quotas, publish=self._publish,
+                             observer=metrics, clock=clock)  # fmt: skip
+        self._stale_after = settings.stale_after
+        self._clock = clock
+
+    async def _publish(self, state: PollState) -> None:
+        await self.cache.update(state.snapshot)
+
+    def view(self) -> View:
+        health = assess(self.poller.state, self._clock(), self._stale_after)
+        self.metrics.serving(health.servers)
+        return View(self.cache.get(health.snapshot), health)
+
+    def alive(self) -> bool:
+        return self.poller.alive()
+
+    def start(self) -> None:
+        self.poller.start()
+
+    async def stop(self) -> None:
+        await self.poller.stop()

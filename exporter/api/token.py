@@ -1,0 +1,52 @@
+"""The bearer token: given once, or read from a file at the start of every poll."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.api.errors import TokenFileError
+from exporter.logging import Redactor
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path``, surrounding white space removed.
+
+    Raises ``TokenFileError`` (reason ``token_file``, with ``path`` and ``problem``) if the file
+    cannot be read or holds no token.
+    """
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise TokenFileError(path, f"cannot read {path}: {reason}") from None
+    if not token:
+        raise TokenFileError(path, f"{path} is empty")
+    return token
+
+
+class TokenSource:
+    """The current token; ``refresh()`` re-reads the file so a rotated secret is used at once.
+
+    Every token it hands out is added to the log redactor first.
+    """
+
+    def __init__(self, redactor: Redactor, token: str | None = None, path: Path | None = None):
+        if (token is None) == (path is None):
+            raise ValueError("exactly one of token and path")
+        self._redactor = redactor
+        self._path = path
+        self._token = ""
+        if token is not None:
+            self._set(token)
+
+    def _set(self, token: str) -> None:
+        self._redactor.add(token)
+        self._token = token
+
+    def refresh(self) -> None:
+        """Re-read the token file (nothing to do for a fixed token); ``TokenFileError`` if bad."""
+        if self._path is not None:
+            self._set(read_token_file(self._path))
+
+    def __call__(self) -> str:
+        return self._token

@@ -1,0 +1,48 @@
+"""Readiness and staleness: a pure function of the published state, the time and one setting.
+
+README "Failure behaviour" describes these states; ``tests/test_health.py`` walks through each
+with a fake clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.snapshot import PollState, Snapshot
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a scrape serves and what ``/readyz`` says.
+
+    ``snapshot`` is the snapshot whose series are served, ``None`` when there is none yet or
+    it is too old to trust; ``servers`` is what ``evotic_servers`` reports: the servers the
+    served snapshot's poll listed validly.
+    """
+
+    ready: bool
+    reason: str
+    snapshot: Snapshot | None
+
+    @property
+    def servers(self) -> int:
+        return 0 if self.snapshot is None else self.snapshot.listed
+
+
+def assess(state: PollState, now: float, stale_after: float) -> Health:
+    """Ready while a successful poll younger than ``stale_after`` seconds is being served."""
+    outcome = state.outcome
+    failing = None if outcome is None else outcome.reason
+    if state.snapshot is None or state.last_success is None:
+        reason = f"no successful poll yet (last error: {failing})" if failing else (
+            "first poll pending"
+        )  # fmt: skip
+        return Health(False, reason, None)
+    age = now - state.last_success
+    if age > stale_after:
+        reason = (
+            f"data is stale: last successful poll {age:.0f} s ago "
+            f"(limit {stale_after:.0f} s, last error: {failing or 'none'})"
+        )
+        return Health(False, reason, None)
+    return Health(True, "ok", state.snapshot)

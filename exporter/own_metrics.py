@@ -1,0 +1,104 @@
+"""The exporter's own metrics for one account, kept by prometheus_client in a registry of its own.
+
+Each part records what it knows when it knows it: the poller each poll's outcome, the exposition
+cache each rendering's time, the API client each request, a scrape the number of servers it
+serves. Names, types, help texts and labels come from ``exporter/metrics.py``.
+
+``evotic_up 1`` / ``evotic_poll_errors_total{reason="timeout"} 3`` / ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import disable_created_metrics as _untyped_disable_created_metrics
+
+from exporter.api.errors import POLL_REASONS
+from exporter.metrics import (
+    API_DURATION,
+    API_REQUESTS,
+    BUILD_INFO,
+    LAST_SUCCESS,
+    POLL_DURATION,
+    POLL_ERRORS,
+    POLL_PHASE,
+    REQUEST_BUCKETS,
+    SERVERS,
+    SERVERS_REJECTED,
+    UP,
+)
+from exporter.snapshot import Outcome, Snapshot
+
+disable_created_metrics = cast(Callable[[], None], _untyped_disable_created_metrics)
+
+
+class AccountMetrics:
+    """``evotic_up``, the poll's figures and the API requests of one account."""
+
+    def __init__(self) -> None:
+        # The exporter never exposed ``*_created`` series; they would be new series per label.
+        disable_created_metrics()
+        self.registry = registry = CollectorRegistry()
+        self._up = Gauge(UP.name, UP.help, registry=registry)
+        self._servers = Gauge(SERVERS.name, SERVERS.help, registry=registry)
+        self._rejected = Gauge(SERVERS_REJECTED.name, SERVERS_REJECTED.help, registry=registry)
+        # Absent, not 0, until there is something to say: registered on first use.
+        self._last_success = Gauge(LAST_SUCCESS.name, LAST_SUCCESS.help, registry=None)
+        self._duration = Gauge(POLL_DURATION.name, POLL_DURATION.help, registry=None)
+        self._phases = Gauge(POLL_PHASE.name, POLL_PHASE.help, POLL_PHASE.labels, registry=registry)
+        self._errors = Counter(
+            POLL_ERRORS.name, POLL_ERRORS.help, POLL_ERRORS.labels, registry=registry
+        )
+        for reason in POLL_REASONS:
+            self._errors.labels(reason)
+        self._requests = Counter(
+            API_REQUESTS.name, API_REQUESTS.help, API_REQUESTS.labels, registry=registry
+        )
+        self._request_seconds = Histogram(
+            API_DURATION.name, API_DURATION.help, API_DURATION.labels,
+            buckets=REQUEST_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self._shown: set[Gauge] = set()
+
+    def _show(self, gauge: Gauge) -> Gauge:
+        if gauge not in self._shown:
+            self._shown.add(gauge)
+            self.registry.register(gauge)
+        return gauge
+
+    def poll_finished(self, outcome: Outcome, snapshot: Snapshot | None) -> None:
+        """One poll's outcome; ``snapshot`` is the one it published if it succeeded."""
+        self._up.set(1.0 if outcome.ok else 0.0)
+        self._show(self._duration).set(outcome.duration)
+        if outcome.reason is not None:
+            self._errors.labels(outcome.reason).inc()
+            return
+        if snapshot is not None:
+            self._rejected.set(snapshot.rejected)
+        self._show(self._last_success).set(outcome.finished_at)
+        for phase, seconds in outcome.phases:
+            self._phases.labels(phase).set(seconds)
+
+    def phase(self, phase: str, seconds: float) -> None:
+        """A phase timed outside the poll itself: ``render`` and ``status``."""
+        self._phases.labels(phase).set(seconds)
+
+    def request(self, endpoint: str, code: str, seconds: float) -> None:
+        """One HTTP request to the API, answered or not (an ``exporter.api`` observer)."""
+        self._requests.labels(endpoint, code).inc()
+        self._request_seconds.labels(endpoint).observe(seconds)
+
+    def serving(self, servers: int) -> None:
+        """How many servers the scrape being answered serves (0 when the data is stale)."""
+        self._servers.set(servers)
+
+
+def process_registry(version: str) -> CollectorRegistry:
+    """The process's metrics: build info and prometheus_client's ``process_*``."""
+    registry = CollectorRegistry()
+    build = Gauge(BUILD_INFO.name, BUILD_INFO.help, BUILD_INFO.labels, registry=registry)
+    build.labels(version).set(1.0)
+    ProcessCollector(registry=registry)
+    return registry
