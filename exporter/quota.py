@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, ClassVar, Self
 
-import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from exporter.api.models import Server
+from exporter.schema import FileError, Schema, load_file
 
 DIRECTIONS = ("incoming", "outgoing")
 _UNITS = {
@@ -41,36 +42,91 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 Quota = Mapping[str, float]  # direction -> bytes
 
 
-class QuotaError(ValueError):
-    """A quota file or value that cannot be used; the message names the place."""
+class QuotaError(FileError):
+    """A quota file or value that cannot be used: ``path``, ``key`` and ``problem`` say why."""
 
 
-def parse_size(value: object, where: str) -> float:
-    """Bytes from ``1099511627776``, ``"20TiB"`` or ``"1.5 TB"`` (TB = 10^12, TiB = 2^40)."""
+def size_bytes(value: object) -> float:
+    """Bytes from ``1099511627776``, ``"20TiB"`` or ``"1.5 TB"`` (TB = 10^12, TiB = 2^40).
+
+    ``ValueError`` says what is wrong. pydantic's ``ByteSize`` is not used: it takes zero and
+    exabytes, and the words of its errors are not the ones this setting has always printed.
+    """
     if isinstance(value, bool):
-        raise QuotaError(f"{where}: expected a size, got {value!r}")
+        raise ValueError(f"expected a size, got {value!r}")
     if isinstance(value, (int, float)):
         size = float(value)
     elif isinstance(value, str) and (match := _SIZE.match(value)):
         unit = match.group(2).lower()
         if unit not in _UNITS:
-            raise QuotaError(f"{where}: unknown unit {match.group(2)!r} (use B, GB, GiB, TB, TiB…)")
+            raise ValueError(f"unknown unit {match.group(2)!r} (use B, GB, GiB, TB, TiB…)")
         size = float(match.group(1)) * _UNITS[unit]
     else:
-        raise QuotaError(f"{where}: expected a size such as 20TiB, got {value!r}")
+        raise ValueError(f"expected a size such as 20TiB, got {value!r}")
     if not 0 < size < 2**63:
-        raise QuotaError(f"{where}: size must be positive")
+        raise ValueError("size must be positive")
     return size
 
 
-def _quota(value: object, where: str) -> Quota:
+# A size in bytes as a pydantic type, for the settings and the quota file alike.
+Size = Annotated[float, BeforeValidator(size_bytes)]
+
+
+def parse_size(value: object, key: str = "size") -> float:
+    """``size_bytes``, with a mistake raised as a ``QuotaError`` naming ``key``."""
+    try:
+        return size_bytes(value)
+    except ValueError as error:
+        raise QuotaError(None, key, str(error)) from None
+
+
+class DirectionQuotas(Schema):
+    """``{incoming: 5TiB, outgoing: 1TiB}``; a direction left out has no quota."""
+
+    unknown_key: ClassVar[str] = "unknown direction (use {known})"
+
+    incoming: Size | None = None
+    outgoing: Size | None = None
+
+    def quota(self) -> Quota:
+        return {d: size for d in DIRECTIONS if (size := getattr(self, d)) is not None}
+
+
+def _same_for_both(value: object) -> object:
+    # A plain size is checked here, so that its mistake names the quota, not a direction.
     if isinstance(value, dict):
-        unknown = set(value) - set(DIRECTIONS)
-        if unknown:
-            raise QuotaError(f"{where}: unknown direction {sorted(unknown)[0]!r}")
-        return {d: parse_size(value[d], f"{where}.{d}") for d in DIRECTIONS if d in value}
-    size = parse_size(value, where)
-    return dict.fromkeys(DIRECTIONS, size)
+        return value
+    return dict.fromkeys(DIRECTIONS, size_bytes(value))
+
+
+# A quota as the file writes it: one size for each direction, or a mapping of directions.
+QuotaValue = Annotated[DirectionQuotas, BeforeValidator(_same_for_both)]
+_MATCH = "match on 'hostname' (a pattern) or 'id'"
+
+
+class QuotaOverride(Schema):
+    """One entry of ``servers``: which servers (hostname pattern, id or both) and their quota."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)  # id: 42 is the id "42"
+
+    hostname: str | None = None
+    server_id: str | None = Field(default=None, alias="id")
+    quota: QuotaValue
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> Self:
+        if self.hostname is None and self.server_id is None:
+            raise ValueError(_MATCH)
+        return self
+
+
+class QuotaFile(Schema):
+    """The quota file: ``default`` replaces the setting's quota; ``servers`` overrides it."""
+
+    unknown_key: ClassVar[str] = "unknown key (expected the keys 'default' and 'servers')"
+
+    default: QuotaValue = DirectionQuotas()
+    servers: list[QuotaOverride] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,40 +158,19 @@ class Quotas:
 
 
 def load_quotas(default_bytes: float | None, path: Path | None) -> Quotas:
+    """The quotas: ``default_bytes`` for every direction, unless the file at ``path`` says
+    otherwise; ``QuotaError`` if the file cannot be used."""
     default: Quota = dict.fromkeys(DIRECTIONS, default_bytes) if default_bytes else {}
     if path is None:
         return Quotas(default)
-    try:
-        document: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise QuotaError(f"cannot read {path}: {error.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        problem = str(error).splitlines()[0]
-        raise QuotaError(f"{path} is not valid YAML: {problem}") from None
-    document = document or {}
-    if not isinstance(document, dict) or set(document) - {"default", "servers"}:
-        raise QuotaError(f"{path}: expected the keys 'default' and 'servers'")
-    if "default" in document:
-        default = _quota(document["default"], f"{path}: default")
-    rules = []
-    entries = document.get("servers") or []
-    if not isinstance(entries, list):
-        raise QuotaError(f"{path}: 'servers' must be a list")
-    for n, entry in enumerate(entries):
-        where = f"{path}: servers[{n}]"
-        if not isinstance(entry, dict) or "quota" not in entry:
-            raise QuotaError(f"{where}: expected a mapping with 'quota'")
-        if set(entry) - {"hostname", "id", "quota"} or not ({"hostname", "id"} & set(entry)):
-            raise QuotaError(f"{where}: match on 'hostname' (a pattern) or 'id'")
-        hostname, server_id = entry.get("hostname"), entry.get("id")
-        rules.append(
-            Rule(
-                quota=_quota(entry["quota"], f"{where}.quota"),
-                hostname=None if hostname is None else str(hostname),
-                server_id=None if server_id is None else str(server_id),
-            )
-        )
-    return Quotas(default, tuple(rules))
+    document = load_file(path, QuotaFile, QuotaError)
+    if "default" in document.model_fields_set:
+        default = document.default.quota()
+    rules = tuple(
+        Rule(quota=entry.quota.quota(), hostname=entry.hostname, server_id=entry.server_id)
+        for entry in document.servers or ()
+    )
+    return Quotas(default, rules)
 
 
 def billing_period(now: float, start_day: int) -> tuple[float, float]:

@@ -6,10 +6,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from exporter.api.models import Server
 from exporter.cli import SettingsError, load_settings
-from exporter.quota import QuotaError, billing_period, load_quotas, parse_size
+from exporter.quota import (
+    QuotaError,
+    QuotaFile,
+    Rule,
+    Size,
+    billing_period,
+    load_quotas,
+    parse_size,
+)
+from exporter.schema import describe
 
 
 def _at(text: str) -> float:
@@ -97,3 +107,123 @@ def test_quota_setting_accepts_units_and_rejects_nonsense() -> None:
 )
 def test_billing_period(now: str, day: int, start: str, end: str) -> None:
     assert billing_period(_at(now), day) == (_at(start), _at(end))
+
+
+def _quota_error(tmp_path: Path, content: str) -> QuotaError:
+    path = tmp_path / "q.yml"
+    path.write_text(content)
+    with pytest.raises(QuotaError) as caught:
+        load_quotas(None, path)
+    assert caught.value.path == path
+    assert "\n" not in str(caught.value)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("content", "key", "problem"),
+    [
+        ("servers:\n  - id: 1\n    quota: {incoming: lots}\n", "servers[0].quota.incoming",
+         "expected a size such as 20TiB, got 'lots'"),
+        ("servers:\n  - id: 1\n    quota: 5 XB\n", "servers[0].quota",
+         "unknown unit 'XB' (use B, GB, GiB, TB, TiB…)"),
+        ("default: {outgoing: 0}\n", "default.outgoing", "size must be positive"),
+        ("default: true\n", "default", "expected a size, got True"),
+        ("servers:\n  - id: 1\n    quota: 1TiB\n  - id: true\n    quota: 1TiB\n",
+         "servers[1].id", "must be a string"),
+        ("servers:\n  - hostname: [a]\n    quota: 1TiB\n", "servers[0].hostname",
+         "must be a string"),
+        ("servers: [1TiB]\n", "servers[0]", "must be a mapping of keys to values"),
+        ("servers:\n  - id: 1\n", "servers[0].quota", "is required"),
+        ("servers:\n  - id: 1\n    quota: 1TiB\n    hostnme: a\n", "servers[0].hostnme",
+         "unknown key (known: hostname, id, quota)"),
+        ("- 1TiB\n", "", "must be a mapping of keys to values"),
+    ],
+)  # fmt: skip
+def test_a_mistake_names_its_key_in_fields(
+    tmp_path: Path, content: str, key: str, problem: str
+) -> None:
+    error = _quota_error(tmp_path, content)
+    assert (error.key, error.problem) == (key, problem)
+    assert str(error) == f"{key or 'the file'}: {problem}"
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    error = _quota_error(tmp_path, "default: 1TiB\nservers: []\ndefault: 2TiB\n")
+    assert error.key is None
+    assert (
+        error.problem
+        == f"{error.path} is not valid YAML at line 3, column 1: key 'default' is given twice"
+    )
+    error = _quota_error(tmp_path, "servers:\n  - id: 1\n    quota: 1TiB\n    id: 2\n")
+    assert "line 4" in str(error)
+    assert "key 'id' is given twice" in str(error)
+
+
+def test_an_unreadable_file_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yml"
+    with pytest.raises(QuotaError) as caught:
+        load_quotas(None, missing)
+    assert caught.value.path == missing
+    assert caught.value.key is None
+    assert str(caught.value) == f"cannot read {missing}: No such file or directory"
+
+
+def test_ids_may_be_numbers_and_an_empty_mapping_means_no_quota(tmp_path: Path) -> None:
+    path = tmp_path / "q.yml"
+    path.write_text("servers:\n  - id: 42\n    quota: {}\n  - hostname: 'web-*'\n    quota: 1TB\n")
+    quotas = load_quotas(5e12, path)
+    assert quotas.rules == (
+        Rule(quota={}, server_id="42"),
+        Rule(quota={"incoming": 1e12, "outgoing": 1e12}, hostname="web-*"),
+    )
+    assert quotas.default == {"incoming": 5e12, "outgoing": 5e12}
+    assert quotas.for_server(Server(id="42", hostname="web-1")) == {}
+
+
+def test_parse_size_errors_carry_the_key_and_the_problem() -> None:
+    with pytest.raises(QuotaError) as caught:
+        parse_size("5 XB")
+    assert (caught.value.path, caught.value.key) == (None, "size")
+    assert caught.value.problem == "unknown unit 'XB' (use B, GB, GiB, TB, TiB…)"
+
+
+class _Sized(BaseModel):
+    size: Size | None = None
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        (1099511627776, 2**40),
+        ("20TiB", 20 * 2**40),
+        ("1.5 TB", 1.5e12),
+        ("5TB", 5e12),
+        (None, None),
+    ],
+)
+def test_size_is_a_pydantic_type(value: object, size: float | None) -> None:
+    assert _Sized(size=value).size == size
+
+
+@pytest.mark.parametrize("value", [0, -5, 0.0, True, False, "5 XB", "ten", "", "-1TB", [1]])
+def test_size_refuses_as_parse_size_does(value: object) -> None:
+    with pytest.raises(ValidationError) as invalid:
+        _Sized(size=value)
+    with pytest.raises(QuotaError) as refused:
+        parse_size(value, "size")
+    assert describe(invalid.value) == [("size", refused.value.problem)]
+    assert str(refused.value) == f"size: {refused.value.problem}"
+
+
+def test_describe_reports_every_mistake_by_dotted_key() -> None:
+    document = {
+        "default": {"incoming": "lots", "outgoing": "5 XB"},
+        "servers": [{"id": 1, "quota": 1}, {"quota": "1TB"}],
+    }
+    with pytest.raises(ValidationError) as invalid:
+        QuotaFile.model_validate(document)
+    assert describe(invalid.value) == [
+        ("default.incoming", "expected a size such as 20TiB, got 'lots'"),
+        ("default.outgoing", "unknown unit 'XB' (use B, GB, GiB, TB, TiB…)"),
+        ("servers[1]", "match on 'hostname' (a pattern) or 'id'"),
+    ]
