@@ -5,6 +5,9 @@ Go exporters next to it. The file is read once, at start-up, and everything in i
 and built there: certificates are loaded into an ``ssl.SSLContext`` and every password must be
 a bcrypt hash, so a mistake stops the exporter with one line instead of failing a scrape later.
 A key of that format which this exporter cannot honour is refused by name, never ignored.
+
+The file's shape is ``WebConfigFile`` and the models in it; what needs the file system
+(reading the certificates, building the context) happens after the shape is known to be right.
 """
 
 from __future__ import annotations
@@ -17,14 +20,24 @@ import hmac
 import re
 import secrets
 import ssl
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, ClassVar, Literal, Self, get_args
 
 import bcrypt
-import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+from exporter.schema import FileError, KeyProblem, Schema, load_file, one_of
 
 REALM = "evotic-exporter"
 CHALLENGE = f'Basic realm="{REALM}"'.encode("ascii")
@@ -70,36 +83,17 @@ CIPHER_SUITES: Mapping[str, str | None] = MappingProxyType({
     "TLS_CHACHA20_POLY1305_SHA256": None,
 })  # fmt: skip
 
-# The headers the toolkit lets a file add, and the values it allows where it restricts them.
-# Kept to this list on purpose, as the toolkit does, so the ecosystem's files stay portable.
-SECURITY_HEADERS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "Content-Security-Policy": (),
-    "X-Frame-Options": ("deny", "sameorigin"),
-    "X-Content-Type-Options": ("nosniff",),
-    "X-XSS-Protection": (),
-    "Strict-Transport-Security": (),
-})  # fmt: skip
-
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _DECOY_PASSWORD = b"evotic-exporter decoy password"
 
-_TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
-_TLS_KEYS = ("cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version",
-             "max_version", "cipher_suites", "prefer_server_cipher_suites")  # fmt: skip
-_HTTP_KEYS = ("http2", "headers")
 _NOT_SUPPORTED = "is not supported by evotic-exporter"
-_UNSUPPORTED: Mapping[str, str] = MappingProxyType({
-    "rate_limit": _NOT_SUPPORTED,
-    "tls_server_config.cert": "inline PEM is not supported; use cert_file",
-    "tls_server_config.key": "inline PEM is not supported; use key_file",
-    "tls_server_config.client_ca": "inline PEM is not supported; use client_ca_file",
-    "tls_server_config.client_allowed_sans": _NOT_SUPPORTED,
-    "tls_server_config.curve_preferences": _NOT_SUPPORTED,
-})  # fmt: skip
 
 
-class WebConfigError(ValueError):
-    """The web configuration cannot be used; the message is one line and holds no secret."""
+class WebConfigError(FileError):
+    """The web configuration cannot be used: ``path``, ``key`` and ``problem`` say why.
+
+    ``str()`` is one line and holds no secret.
+    """
 
 
 Checker = Callable[[bytes, bytes], bool]
@@ -212,124 +206,203 @@ class WebConfig:
         return self.ssl_context is not None
 
 
+def _one_printable_line(value: str) -> str:
+    if not value.isascii() or not value.isprintable():
+        raise ValueError("must be printable ASCII on one line")
+    return value
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _cipher_suite(name: str) -> str:
+    if name not in CIPHER_SUITES:
+        raise ValueError(f"unknown cipher suite {name} (use Go's names, such as "
+                         "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)")  # fmt: skip
+    return name
+
+
+TlsVersionName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+ClientAuthType = Literal["NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"]
+_FrameOptions = Literal["deny", "sameorigin"]
+_TlsVersion = Annotated[TlsVersionName, one_of(get_args(TlsVersionName))]
+_ClientAuth = Annotated[ClientAuthType, one_of(get_args(ClientAuthType))]
+_CipherSuite = Annotated[StrictStr, AfterValidator(_cipher_suite)]
+_HeaderValue = Annotated[StrictStr, AfterValidator(_one_printable_line)]
+# The toolkit compares these values without regard to case; they are sent in lower case.
+_FrameOptionsValue = Annotated[_FrameOptions, one_of(get_args(_FrameOptions)),
+                               BeforeValidator(_lower)]  # fmt: skip
+_ContentTypeOptions = Annotated[Literal["nosniff"], one_of(("nosniff",)), BeforeValidator(_lower)]
+
+
+class TlsServerConfig(Schema):
+    """``tls_server_config``: any key set asks for TLS, and then a certificate is required.
+
+    A ``min_version`` without a certificate is a mistake to report, not a reason to serve
+    plain HTTP.
+    """
+
+    refused: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "cert": "inline PEM is not supported; use cert_file",
+        "key": "inline PEM is not supported; use key_file",
+        "client_ca": "inline PEM is not supported; use client_ca_file",
+        "client_allowed_sans": _NOT_SUPPORTED,
+        "curve_preferences": _NOT_SUPPORTED,
+    })  # fmt: skip
+    blank_is_unset: ClassVar[bool] = True
+
+    cert_file: StrictStr | None = None
+    key_file: StrictStr | None = None
+    client_ca_file: StrictStr | None = None
+    client_auth_type: _ClientAuth = "NoClientCert"
+    min_version: _TlsVersion = "TLS12"
+    max_version: _TlsVersion = "TLS13"
+    cipher_suites: tuple[_CipherSuite, ...] = ()
+    prefer_server_cipher_suites: StrictBool = True
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.model_fields_set)
+
+    @field_validator("client_auth_type", mode="before")
+    @classmethod
+    def _verified(cls, value: object) -> object:
+        if value in _UNVERIFIED_CLIENT_AUTH:
+            raise ValueError(
+                f"{value} (a client certificate that is not verified) is not supported; use "
+                "VerifyClientCertIfGiven or RequireAndVerifyClientCert with client_ca_file"
+            )
+        return value
+
+    @field_validator("cipher_suites", mode="before")
+    @classmethod
+    def _a_list(cls, value: object) -> object:
+        if not isinstance(value, list):
+            raise ValueError("must be a list of names")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if not self.wanted:
+            return self
+        if self.cert_file is None or self.key_file is None:
+            raise ValueError("cert_file and key_file are both required")
+        needs_ca = CLIENT_AUTH[self.client_auth_type][1]
+        if needs_ca and self.client_ca_file is None:
+            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file, "
+                             "the CA that signs client certificates")  # fmt: skip
+        if self.client_ca_file is not None and not needs_ca:
+            raise ValueError("client_ca_file is set but client_auth_type does not verify "
+                             "client certificates")  # fmt: skip
+        if TLS_VERSIONS[self.min_version] > TLS_VERSIONS[self.max_version]:
+            raise ValueError("min_version is newer than max_version")
+        return self
+
+
+class SecurityHeaders(Schema):
+    """The headers the toolkit lets a file add, and the values it allows where it restricts them.
+
+    Kept to this list on purpose, as the toolkit does, so the ecosystem's files stay portable.
+    A blank value leaves the header out.
+    """
+
+    blank_is_unset: ClassVar[bool] = True
+
+    content_security_policy: _HeaderValue | None = Field(
+        default=None, alias="Content-Security-Policy"
+    )
+    x_frame_options: _FrameOptionsValue | None = Field(default=None, alias="X-Frame-Options")
+    x_content_type_options: _ContentTypeOptions | None = Field(
+        default=None, alias="X-Content-Type-Options"
+    )
+    x_xss_protection: _HeaderValue | None = Field(default=None, alias="X-XSS-Protection")
+    strict_transport_security: _HeaderValue | None = Field(
+        default=None, alias="Strict-Transport-Security"
+    )
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [field.alias or name for name, field in cls.model_fields.items()]
+
+    def as_mapping(self) -> Mapping[str, str]:
+        return MappingProxyType(self.model_dump(by_alias=True, exclude_none=True))
+
+
+class HttpServerConfig(Schema):
+    """``http_server_config``: the security headers to send, and ``http2``."""
+
+    blank_is_unset: ClassVar[bool] = True
+
+    # Accepted for compatibility with the toolkit's files; the server speaks HTTP/1.1 only.
+    http2: StrictBool = True
+    headers: SecurityHeaders = SecurityHeaders()
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _canonical_names(cls, value: object) -> object:
+        # HTTP header names ignore case; the file may write them either way.
+        if not isinstance(value, dict):
+            return value
+        names = SecurityHeaders.names()
+        canonical = {name.lower(): name for name in names}
+        headers: dict[str, object] = {}
+        for name, header_value in value.items():
+            proper = canonical.get(name.lower()) if isinstance(name, str) else None
+            if proper is None:
+                raise ValueError(f"{name!r} cannot be configured (allowed: {', '.join(names)})")
+            if proper in headers:
+                raise KeyProblem(proper, "is given twice (header names ignore case)")
+            headers[proper] = header_value
+        return headers
+
+
+class WebConfigFile(Schema):
+    """The web configuration file, in exporter-toolkit's format."""
+
+    refused: ClassVar[Mapping[str, str]] = MappingProxyType({"rate_limit": _NOT_SUPPORTED})
+    blank_is_unset: ClassVar[bool] = True
+
+    tls_server_config: TlsServerConfig = TlsServerConfig()
+    http_server_config: HttpServerConfig = HttpServerConfig()
+    basic_auth_users: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+    @field_validator("basic_auth_users", mode="before")
+    @classmethod
+    def _bcrypt_hashes(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        for user, hashed in value.items():
+            if not isinstance(user, str):
+                raise ValueError(f"user name {user!r} must be a string (quote it)")
+            if ":" in user:
+                raise ValueError(f"user name {user!r} contains ':', which basic authentication "
+                                 "cannot carry")  # fmt: skip
+            # The value is never part of a message: it may be a password written in by mistake.
+            if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
+                raise ValueError(
+                    f"the password of user {user!r} is not a bcrypt hash ($2a$, $2b$ or $2y$); "
+                    "store a hash, never the password itself"
+                )
+        return value
+
+
 def load_web_config(path: Path) -> WebConfig:
     """Read, check and build the web configuration in ``path``; ``WebConfigError`` if unusable.
 
     Relative file names inside it are taken relative to the file's own directory, as the
     toolkit does.
     """
-    document = _read_yaml(path)
-    top = _section(document, "", _TOP_KEYS)
-    tls = _section(top.get("tls_server_config"), "tls_server_config", _TLS_KEYS)
-    http = _section(top.get("http_server_config"), "http_server_config", _HTTP_KEYS)
-    users = _users(top.get("basic_auth_users"))
-    context, client_auth = _tls_context(tls, path.parent) if _tls_wanted(tls) else (None, None)
+    document = load_file(path, WebConfigFile, WebConfigError)
+    tls = document.tls_server_config
+    users = {user: hashed.encode("ascii") for user, hashed in document.basic_auth_users.items()}
     return WebConfig(
-        ssl_context=context,
-        client_auth=client_auth or "NoClientCert",
+        ssl_context=_tls_context(tls, path) if tls.wanted else None,
+        client_auth=tls.client_auth_type,
         auth=BasicAuth(users) if users else None,
-        headers=MappingProxyType(_headers(http.get("headers"))),
-        http2=_boolean(http, "http2", "http_server_config", default=True),
+        headers=document.http_server_config.headers.as_mapping(),
+        http2=document.http_server_config.http2,
     )
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice, where the last one would win."""
-
-
-def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Hashable] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if isinstance(key, Hashable):
-            if key in seen:
-                raise WebConfigError(
-                    f"line {key_node.start_mark.line + 1}: key {key!r} is given twice"
-                )
-            seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                              _mapping_without_duplicates)  # fmt: skip
-
-
-def _read_yaml(path: Path) -> object:
-    try:
-        text = path.read_bytes()
-    except OSError as error:
-        raise WebConfigError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as error:
-        # str(error) quotes the offending line, which may hold a password: position only.
-        mark = error.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise WebConfigError(f"{path} is not valid YAML{where}: {error.problem}") from None
-    except yaml.YAMLError:
-        raise WebConfigError(f"{path} is not valid YAML (or not UTF-8 text)") from None
-
-
-def _name(where: str, key: object) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _section(value: object, where: str, known: tuple[str, ...]) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise WebConfigError(f"{where or 'the file'}: must be a mapping of keys to values")
-    for key in value:
-        name = _name(where, key)
-        if name in _UNSUPPORTED:
-            raise WebConfigError(f"{name}: {_UNSUPPORTED[name]}")
-        if key not in known:
-            raise WebConfigError(f"{name}: unknown key (known: {', '.join(known)})")
-    return value
-
-
-def _string(section: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = section.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise WebConfigError(f"{_name(where, key)}: must be a string")
-    return value
-
-
-def _boolean(section: Mapping[str, Any], key: str, where: str, *, default: bool) -> bool:
-    value = section.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise WebConfigError(f"{_name(where, key)}: must be true or false")
-    return value
-
-
-def _tls_wanted(tls: Mapping[str, Any]) -> bool:
-    # Any setting at all asks for TLS: a min_version without a certificate is a mistake to
-    # report, not a reason to serve plain HTTP.
-    return any(value not in (None, "", []) for value in tls.values())
-
-
-def _file(tls: Mapping[str, Any], key: str, base: Path) -> Path | None:
-    name = _string(tls, key, "tls_server_config")
-    if name is None:
-        return None
-    path = base / name
-    try:
-        path.read_bytes()
-    except OSError as error:
-        raise WebConfigError(f"tls_server_config.{key}: cannot read {path}: {error.strerror}"
-                             ) from None  # fmt: skip
-    return path
-
-
-def _tls_version(tls: Mapping[str, Any], key: str, default: str) -> ssl.TLSVersion:
-    name = _string(tls, key, "tls_server_config") or default
-    if name not in TLS_VERSIONS:
-        raise WebConfigError(f"tls_server_config.{key}: must be one of {', '.join(TLS_VERSIONS)}")
-    return TLS_VERSIONS[name]
 
 
 class _EncryptedKeyError(Exception):
@@ -341,125 +414,58 @@ def _no_passphrase() -> bytes:
     raise _EncryptedKeyError
 
 
-def _tls_context(tls: Mapping[str, Any], base: Path) -> tuple[ssl.SSLContext, str]:
-    cert_file, key_file = _file(tls, "cert_file", base), _file(tls, "key_file", base)
-    if cert_file is None or key_file is None:
-        raise WebConfigError("tls_server_config: cert_file and key_file are both required")
-    client_auth = _string(tls, "client_auth_type", "tls_server_config") or "NoClientCert"
-    if client_auth in _UNVERIFIED_CLIENT_AUTH:
-        raise WebConfigError(
-            f"tls_server_config.client_auth_type: {client_auth} (a client certificate that is "
-            "not verified) is not supported; use VerifyClientCertIfGiven or "
-            "RequireAndVerifyClientCert with client_ca_file"
-        )
-    if client_auth not in CLIENT_AUTH:
-        raise WebConfigError(
-            f"tls_server_config.client_auth_type: must be one of {', '.join(CLIENT_AUTH)}"
-        )
-    verify_mode, needs_ca = CLIENT_AUTH[client_auth]
-    ca_file = _file(tls, "client_ca_file", base)
-    if needs_ca and ca_file is None:
-        raise WebConfigError(f"tls_server_config: client_auth_type {client_auth} needs "
-                             "client_ca_file, the CA that signs client certificates")  # fmt: skip
-    if ca_file is not None and not needs_ca:
-        raise WebConfigError("tls_server_config: client_ca_file is set but client_auth_type "
-                             "does not verify client certificates")  # fmt: skip
+def _tls_error(config: Path, key: str | None, problem: str) -> WebConfigError:
+    return WebConfigError(config, f"tls_server_config.{key}" if key else "tls_server_config",
+                          problem)  # fmt: skip
+
+
+def _readable(name: str | None, key: str, config: Path) -> Path | None:
+    if name is None:
+        return None
+    path = config.parent / name
+    try:
+        path.read_bytes()
+    except OSError as error:
+        raise _tls_error(config, key, f"cannot read {path}: {error.strerror}") from None
+    return path
+
+
+def _tls_context(tls: TlsServerConfig, config: Path) -> ssl.SSLContext:
+    """The server's ``SSLContext``; ``config`` is the web configuration file, for errors."""
+    cert_file = _readable(tls.cert_file, "cert_file", config)
+    key_file = _readable(tls.key_file, "key_file", config)
+    ca_file = _readable(tls.client_ca_file, "client_ca_file", config)
+    if cert_file is None or key_file is None:  # the schema asks for both already
+        raise _tls_error(config, None, "cert_file and key_file are both required")
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = _tls_version(tls, "min_version", "TLS12")
-    context.maximum_version = _tls_version(tls, "max_version", "TLS13")
-    if context.minimum_version > context.maximum_version:
-        raise WebConfigError("tls_server_config: min_version is newer than max_version")
+    context.minimum_version = TLS_VERSIONS[tls.min_version]
+    context.maximum_version = TLS_VERSIONS[tls.max_version]
     try:
         context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
     except _EncryptedKeyError:
-        raise WebConfigError("tls_server_config.key_file: the key is encrypted; give an "
-                             "unencrypted key readable only by the exporter") from None  # fmt: skip
+        raise _tls_error(config, "key_file", "the key is encrypted; give an unencrypted key "
+                         "readable only by the exporter") from None  # fmt: skip
     except ssl.SSLError as error:
-        raise WebConfigError(
-            "tls_server_config: cert_file and key_file are not a matching PEM certificate and "
-            f"private key ({error.reason or 'unreadable PEM'})"
-        ) from None
+        raise _tls_error(config, None, "cert_file and key_file are not a matching PEM "
+                         f"certificate and private key ({error.reason or 'unreadable PEM'})"
+                         ) from None  # fmt: skip
     if ca_file is not None:
         try:
             context.load_verify_locations(cafile=ca_file)
         except ssl.SSLError:
-            raise WebConfigError(f"tls_server_config.client_ca_file: no PEM certificate in "
-                                 f"{ca_file}") from None  # fmt: skip
-    context.verify_mode = verify_mode
-    _ciphers(context, tls)
-    if not _boolean(tls, "prefer_server_cipher_suites", "tls_server_config", default=True):
-        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:
-        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    context.set_alpn_protocols(["http/1.1"])
-    return context, client_auth
-
-
-def _ciphers(context: ssl.SSLContext, tls: Mapping[str, Any]) -> None:
-    suites = tls.get("cipher_suites")
-    if suites in (None, []):
-        return
-    if not isinstance(suites, list) or not all(isinstance(s, str) for s in suites):
-        raise WebConfigError("tls_server_config.cipher_suites: must be a list of names")
-    unknown = [s for s in suites if s not in CIPHER_SUITES]
-    if unknown:
-        raise WebConfigError(f"tls_server_config.cipher_suites: unknown cipher suite "
-                             f"{unknown[0]} (use Go's names, such as "
-                             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)")  # fmt: skip
-    names = [name for s in suites if (name := CIPHER_SUITES[s]) is not None]
+            raise _tls_error(config, "client_ca_file", f"no PEM certificate in {ca_file}") from None
+    context.verify_mode = CLIENT_AUTH[tls.client_auth_type][0]
+    names = [name for suite in tls.cipher_suites if (name := CIPHER_SUITES[suite]) is not None]
     if names:
         try:
             context.set_ciphers(":".join(names))
         except ssl.SSLError:
-            raise WebConfigError("tls_server_config.cipher_suites: none of these suites is "
-                                 "available in this build of OpenSSL") from None  # fmt: skip
-
-
-def _users(value: object) -> dict[str, bytes]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise WebConfigError("basic_auth_users: must be a mapping of user names to bcrypt hashes")
-    users: dict[str, bytes] = {}
-    for user, hashed in value.items():
-        if not isinstance(user, str):
-            raise WebConfigError(f"basic_auth_users: user name {user!r} must be a string "
-                                 "(quote it)")  # fmt: skip
-        if ":" in user:
-            raise WebConfigError(f"basic_auth_users: user name {user!r} contains ':', which "
-                                 "basic authentication cannot carry")  # fmt: skip
-        # The value is never part of a message: it may be a password written in by mistake.
-        if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
-            raise WebConfigError(
-                f"basic_auth_users: the password of user {user!r} is not a bcrypt hash "
-                "($2a$, $2b$ or $2y$); store a hash, never the password itself"
-            )
-        users[user] = hashed.encode("ascii")
-    return users
-
-
-def _headers(value: object) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise WebConfigError("http_server_config.headers: must be a mapping of names to values")
-    allowed = {name.lower(): name for name in SECURITY_HEADERS}
-    headers: dict[str, str] = {}
-    for name, header_value in value.items():
-        canonical = allowed.get(name.lower()) if isinstance(name, str) else None
-        if canonical is None:
-            raise WebConfigError(f"http_server_config.headers: {name!r} cannot be configured "
-                                 f"(allowed: {', '.join(SECURITY_HEADERS)})")  # fmt: skip
-        where = f"http_server_config.headers.{canonical}"
-        if header_value is None or header_value == "":
-            continue  # the toolkit's "unset if blank"
-        if not isinstance(header_value, str):
-            raise WebConfigError(f"{where}: must be a string")
-        if not header_value.isascii() or not header_value.isprintable():
-            raise WebConfigError(f"{where}: must be printable ASCII on one line")
-        choices = SECURITY_HEADERS[canonical]
-        if choices and header_value.lower() not in choices:
-            raise WebConfigError(f"{where}: must be one of {', '.join(choices)}")
-        headers[canonical] = header_value
-    return headers
+            raise _tls_error(config, "cipher_suites", "none of these suites is available in "
+                             "this build of OpenSSL") from None  # fmt: skip
+    if tls.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.set_alpn_protocols(["http/1.1"])
+    return context

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import bcrypt
 import pytest
@@ -18,7 +19,11 @@ import pytest
 from exporter.cli import SettingsError, load_settings, load_web
 from exporter.webconfig import (
     CIPHER_SUITES,
+    CLIENT_AUTH,
+    TLS_VERSIONS,
     BasicAuth,
+    ClientAuthType,
+    TlsVersionName,
     WebConfig,
     WebConfigError,
     load_web_config,
@@ -435,3 +440,111 @@ def test_checks_run_off_the_loop_and_at_most_two_at_once() -> None:
     assert checker.most_at_once == 2
     # Ten checks of 50 ms two at a time take some 250 ms; the loop kept ticking through them.
     assert ticks >= 5
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ('http_server_config:\n  http2: "yes"\n', "http_server_config.http2",
+         "must be true or false"),
+        ("tls_server_config:\n  cert_file: 5\n", "tls_server_config.cert_file",
+         "must be a string"),
+        ("tls_server_config:\n  prefer_server_cipher_suites: 1\n",
+         "tls_server_config.prefer_server_cipher_suites", "must be true or false"),
+        ("tls_server_config:\n  cipher_suites: [TLS_AES_128_GCM_SHA256, 7]\n",
+         "tls_server_config.cipher_suites[1]", "must be a string"),
+        ("tls_server_config:\n  max_version: tls13\n", "tls_server_config.max_version",
+         "must be one of TLS10, TLS11, TLS12, TLS13"),
+        ("http_server_config:\n  headers:\n    Strict-Transport-Security: 31536000\n",
+         "http_server_config.headers.Strict-Transport-Security", "must be a string"),
+        ("http_server_config:\n  headers:\n    x-frame-options: deny\n    X-FRAME-OPTIONS: deny\n",
+         "http_server_config.headers.X-Frame-Options", "is given twice (header names ignore case)"),
+        ("http_server_config: [http2]\n", "http_server_config",
+         "must be a mapping of keys to values"),
+        ("tls_server_config:\n  curve_preferences: [X25519]\n",
+         "tls_server_config.curve_preferences", "is not supported by evotic-exporter"),
+        ("tls_server_config:\n  min_version: TLS12\n", "tls_server_config",
+         "cert_file and key_file are both required"),
+    ],
+)  # fmt: skip
+def test_a_mistake_names_its_key_in_fields(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    assert (caught.value.path, caught.value.key, caught.value.problem) == (path, key, problem)
+    assert str(caught.value) == f"{key}: {problem}"
+
+
+def test_a_file_error_names_the_certificate_key(tmp_path: Path, pki: Pki) -> None:
+    path = _write(tmp_path, _tls(pki, key=pki.encrypted_key))
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.path == path
+    assert caught.value.key == "tls_server_config.key_file"
+    assert caught.value.problem.startswith("the key is encrypted")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tls_server_config:\n  min_version: TLS12\n  min_version: TLS13\n",
+        "http_server_config: {}\nbasic_auth_users: {}\nhttp_server_config: {}\n",
+        f"basic_auth_users:\n  bob: {PLAINTEXT}\n  bob: '{HASH}'\n",
+    ],
+)
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.key is None
+    assert caught.value.problem.startswith(f"{path} is not valid YAML at line 3, column ")
+    assert "is given twice" in caught.value.problem
+    assert PLAINTEXT not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"basic_auth_users:\n  bob: [{PLAINTEXT}]\n",
+        f"basic_auth_users:\n  bob: {{password: {PLAINTEXT}}}\n",
+        f"tls_server_config:\n  cert_file: [{PLAINTEXT}]\n",
+        f"http_server_config:\n  http2: {PLAINTEXT}\n",
+        f"http_server_config:\n  headers:\n    X-Frame-Options: {PLAINTEXT}\n",
+        f"tls_server_config:\n  min_version: {PLAINTEXT}\n",
+    ],
+)
+def test_a_wrong_value_is_never_quoted(tmp_path: Path, text: str) -> None:
+    assert PLAINTEXT not in _error(tmp_path, text)
+
+
+def test_blank_values_leave_keys_unset(tmp_path: Path) -> None:
+    web = load_web_config(_write(tmp_path, """
+tls_server_config:
+  cert_file: ""
+  cipher_suites: []
+  min_version:
+http_server_config:
+  http2:
+  headers:
+    X-Frame-Options: ""
+basic_auth_users:
+"""))  # fmt: skip
+    assert web == WebConfig()
+
+
+def test_restricted_header_values_ignore_case(tmp_path: Path) -> None:
+    web = load_web_config(_write(tmp_path, "http_server_config:\n  headers:\n"
+                                 "    X-Frame-Options: SameOrigin\n"
+                                 "    X-Content-Type-Options: NOSNIFF\n"))  # fmt: skip
+    assert dict(web.headers) == {"X-Frame-Options": "sameorigin",
+                                 "X-Content-Type-Options": "nosniff"}  # fmt: skip
+
+
+def test_the_choices_of_the_schema_are_those_the_context_knows() -> None:
+    assert get_args(TlsVersionName) == tuple(TLS_VERSIONS)
+    assert get_args(ClientAuthType) == tuple(CLIENT_AUTH)
