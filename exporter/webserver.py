@@ -1,24 +1,26 @@
-"""Run an ASGI application on uvicorn inside an event loop the caller owns.
+"""Run an ASGI application on Hypercorn inside an event loop the caller owns.
 
-uvicorn's ``Server.serve()`` installs its own signal handlers and owns the process; the exporter
-runs the metrics server, and in ``--demo`` mode the simulator too, in one loop and handles
-SIGTERM itself. This wrapper drives uvicorn's public start-up, tick and shutdown steps instead.
+The exporter runs the metrics server, and in ``--demo`` mode the simulator too, in one loop and
+handles SIGTERM itself. Hypercorn's ``serve()`` installs no signal handlers when it is given a
+shutdown trigger, and its settings bound what a slow or hostile client can hold: a deadline for
+each request head, a TLS handshake deadline, a cap on an incomplete head and a bounded graceful
+shutdown. The two limits it has no setting for (a whole head that arrives in one read, and the
+number of requests served at once) are checked by ``Guard`` in the ASGI layer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import h11
-import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import hypercorn.asyncio
+import hypercorn.config
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -28,69 +30,87 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """Bounds that keep one slow or hostile client from hurting the others."""
+    """Bounds that keep one slow or hostile client from hurting the others.
 
-    keep_alive_seconds: int = 5
+    ``request_head_seconds`` runs from the moment a connection opens, and again from the end
+    of each response: a connection that has not sent a whole request head by then is closed.
+    It is also how long an idle keep-alive connection stays open. ``max_connections`` counts
+    connections with a request being served (HTTP/1.1 serves one at a time on a connection);
+    beyond it a request gets 503. A connection that sends no request holds no slot: the head
+    deadline closes it.
+    """
+
     request_head_seconds: float = 10.0
     tls_handshake_seconds: float = 10.0
     max_connections: int = 256
     max_header_bytes: int = 16 * 1024
-    graceful_shutdown_seconds: int = 3
+    graceful_shutdown_seconds: float = 3.0
 
 
-class _GuardedH11(H11Protocol):
-    """uvicorn's h11 protocol with two guards it lacks: a size cap on every request head, and
-    a deadline for a whole head to arrive.
+class Guard:
+    """ASGI middleware for the limits Hypercorn has no setting for.
 
-    uvicorn times out idle keep-alive connections only after a first response; a client that
-    connects and sends nothing, or half a request, would otherwise hold its connection (and a
-    slot of ``max_connections``) for ever.
+    h11 caps only a request head that is still incomplete: one that arrives whole in a single
+    read passes at any size, so its size is checked here, from the parsed head (431). Requests
+    beyond ``max_in_flight`` at once get 503.
     """
 
-    head_timeout: float = 10.0
-    max_head_bytes: int = 16 * 1024
-    _head_timer: asyncio.TimerHandle | None = None
+    def __init__(self, app: AsgiApp, *, max_head_bytes: int, max_in_flight: int) -> None:
+        self._app = app
+        self._max_head_bytes = max_head_bytes
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
 
-    def data_received(self, data: bytes) -> None:
-        # h11 caps only a head that is still incomplete; one that arrives whole in a single
-        # read passes at any size. Measure it here, before h11 parses it.
-        if self.conn.their_state is h11.IDLE:
-            end = data.find(b"\r\n\r\n")
-            head = len(self.conn.trailing_data[0]) + (len(data) if end < 0 else end)
-            if head > self.max_head_bytes:
-                body = b"request head too large\n"
-                self.transport.write(
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                    b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-                )
-                self.transport.close()
-                return
-        super().data_received(data)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+        elif head_size(scope) > self._max_head_bytes:
+            await _refuse(send, 431, b"request head too large\n")
+        elif self._in_flight >= self._max_in_flight:
+            await _refuse(send, 503, b"too many requests at once\n")
+        else:
+            self._in_flight += 1
+            try:
+                await self._app(scope, receive, send)
+            finally:
+                self._in_flight -= 1
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_head_timer()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._arm_head_timer()
+def head_size(scope: Scope) -> int:
+    """The size of an HTTP/1.1 request head as it was sent, from its ASGI scope."""
+    query: bytes = scope["query_string"]
+    target = len(scope["raw_path"]) + (len(query) + 1 if query else 0)
+    line = len(scope["method"]) + 1 + target + len(" HTTP/") + len(scope["http_version"]) + 2
+    return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"]) + 2
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        super().connection_lost(exc)
 
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+async def _refuse(send: Send, status: int, body: bytes) -> None:
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
-    def _head_timed_out(self) -> None:
-        # IDLE: no complete request head since the timer was armed. A request being served
-        # is left alone; the keep-alive timeout covers the time after it.
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()
+
+class _Config(hypercorn.config.Config):
+    """Hypercorn's settings, serving the ``SSLContext`` the exporter built.
+
+    Hypercorn builds its own context from file names; this overrides the public method that
+    builds it (and the property that asks whether to), so that the one context the web
+    configuration made, and may load new certificates into, is the one that serves.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        self._ssl_context = ssl_context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self._ssl_context is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._ssl_context
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -112,7 +132,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class AsgiServer:
-    """One uvicorn server on one pre-bound socket, started and stopped by the caller."""
+    """One Hypercorn server on one pre-bound socket, started and stopped by the caller."""
 
     def __init__(
         self,
@@ -123,74 +143,57 @@ class AsgiServer:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._sock = sock
-        guards = {
-            "head_timeout": limits.request_head_seconds,
-            "max_head_bytes": limits.max_header_bytes,
-        }
-        protocol = type("GuardedH11", (_GuardedH11,), guards)
-        config = uvicorn.Config(
-            app,
-            http=protocol,  # h11: a pure-Python parser with a hard cap on request-head size
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-            timeout_keep_alive=limits.keep_alive_seconds,
-            limit_concurrency=limits.max_connections,
-            h11_max_incomplete_event_size=limits.max_header_bytes,
-            timeout_graceful_shutdown=limits.graceful_shutdown_seconds,
-        )
-        config.load()
-        if ssl_context is not None:
-            config.ssl = ssl_context
-        self._server = uvicorn.Server(config)
-        self._tls_handshake_seconds = limits.tls_handshake_seconds
-        self._main_loop: asyncio.Task[None] | None = None
+        self._app = Guard(app, max_head_bytes=limits.max_header_bytes,
+                          max_in_flight=limits.max_connections)  # fmt: skip
+        config = _Config(ssl_context)
+        # Hypercorn's one timer for a connection without a request: from the connection's
+        # start or its last response until a whole request head has arrived.
+        config.keep_alive_timeout = limits.request_head_seconds
+        config.ssl_handshake_timeout = limits.tls_handshake_seconds
+        config.h11_max_incomplete_size = limits.max_header_bytes
+        config.h2_max_header_list_size = limits.max_header_bytes
+        config.graceful_timeout = limits.graceful_shutdown_seconds
+        config.include_server_header = False
+        # A logger object is used as it is: no handler of Hypercorn's own, so its lines go
+        # through the caller's logging set-up.
+        config.errorlog = logging.getLogger("hypercorn.error")
+        config.accesslog = None
+        self._config = config
+        self._stopping = asyncio.Event()
+        self._serving: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
         return int(self._sock.getsockname()[1])
 
     async def start(self) -> None:
-        server = self._server
-        server.lifespan = server.config.lifespan_class(server.config)
-        if server.config.ssl is None:
-            await server.startup(sockets=[self._sock])
-        else:
-            await self._start_tls(server)
-        self._main_loop = asyncio.create_task(server.main_loop(), name="uvicorn-main-loop")
-
-    async def _start_tls(self, server: uvicorn.Server) -> None:
-        # uvicorn's startup() passes no ssl_handshake_timeout, and asyncio's default lets each
-        # client that never sends a ClientHello hold a socket for 60 s, before the protocol's
-        # own guards even start. This is what startup() does for a pre-bound socket with
-        # lifespan off, plus that one argument.
-        config = server.config
-        # Typed by uvicorn as a bare asyncio.Protocol; it is the h11 class chosen above.
-        protocol_class: Callable[..., asyncio.Protocol] = config.http_protocol_class
-        protocol = functools.partial(protocol_class, config=config,
-                                     server_state=server.server_state,
-                                     app_state=server.lifespan.state)  # fmt: skip
-        server.servers = [
-            await asyncio.get_running_loop().create_server(
-                protocol, sock=self._sock, ssl=config.ssl, backlog=config.backlog,
-                ssl_handshake_timeout=self._tls_handshake_seconds,
-            )
-        ]  # fmt: skip
-        server.started = True
+        # Listening now, clients queue in the kernel until Hypercorn starts accepting.
+        self._sock.listen(self._config.backlog)
+        # Hypercorn takes a listening socket as "fd://N" and closes that descriptor when it
+        # stops; a duplicate leaves ``sock`` to this object, which closes it in stop().
+        self._config.bind = [f"fd://{os.dup(self._sock.fileno())}"]
+        serving = hypercorn.asyncio.serve(
+            self._app,  # type: ignore[arg-type]  # Hypercorn's scope types are TypedDicts
+            self._config,
+            shutdown_trigger=self._stopping.wait,
+            mode="asgi",
+        )
+        self._serving = asyncio.create_task(serving, name="http-server")
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then close."""
-        if self._main_loop is None:
+        if self._serving is None:
             return
-        self._server.should_exit = True
-        await self._main_loop
-        self._main_loop = None
-        await self._server.shutdown(sockets=[self._sock])
+        self._stopping.set()
+        self._sock.close()
+        await self._serving
+        self._serving = None
 
 
-def quiet_uvicorn_loggers() -> None:
-    """uvicorn logs through stdlib logging; its lines would bypass our structured format."""
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+def quiet_server_loggers() -> None:
+    """Hypercorn logs through stdlib logging; its start-up lines would bypass our format."""
+    logging.getLogger("hypercorn").setLevel(logging.WARNING)
+
+
+# The simulator's command line imports the name it had when the server was uvicorn.
+quiet_uvicorn_loggers = quiet_server_loggers
