@@ -1,0 +1,295 @@
+"""The composition root in process: exit codes, files read once, and ``run()`` end to end.
+
+``run()`` is started as a task in the test's own event loop with ``--demo`` (the simulator on a
+socket of its own), found through its "listening" log line, scraped once over real HTTP and
+stopped with a real SIGTERM to this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import __version__
+from exporter.api.models import Server
+from exporter.cli import PROG, load, load_web, main, run, tune_allocator
+from exporter.webconfig import WebConfig
+
+CANARY = "canary-cli-token-61b0e2"
+TIB = 2.0**40
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("EVOTIC_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    """``run()`` sets up logging for the process; put back what the test session had."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(levels.get(name, logging.NOTSET))
+
+
+@pytest.fixture
+def busy_address() -> Iterator[str]:
+    """An address something else is already listening on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _one_line(text: str) -> str:
+    lines = text.splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+# ------------------------------------------------------------------ bad settings: exit code 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "EVOTIC_API_TOKEN (--api.token): a token is required"),
+        (["--api.token", CANARY, "--poll.interval", "0"], "EVOTIC_POLL_INTERVAL (--poll.interval)"),
+        (["--api.token", CANARY, "--api.token-file", "/etc/hostname"], "not both"),
+        (["--api.token", CANARY, "--api.url", f"https://u:{CANARY}@host/"], "EVOTIC_API_URL"),
+        (["--api.token-file", "/nonexistent/token"], "cannot read /nonexistent/token"),
+        (["--api.token", CANARY, "--traffic.quota-file", "/nonexistent/quotas.yml"],
+         "EVOTIC_TRAFFIC_QUOTA_FILE (--traffic.quota-file)"),
+        (["--api.token", CANARY, "--web.config.file", "/nonexistent/web.yml"],
+         "EVOTIC_WEB_CONFIG_FILE (--web.config.file)"),
+    ],
+)  # fmt: skip
+def test_main_exits_2_with_one_line_for_bad_settings(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    line = _one_line(err)
+    assert line.startswith(f"{PROG}: invalid setting ")
+    assert expected in line
+    assert CANARY not in err
+
+
+def test_a_bad_web_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: {CANARY}\n")
+    assert main(["--api.token", "t0ken", "--web.config.file", str(web)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "EVOTIC_WEB_CONFIG_FILE" in line
+    assert "basic_auth_users" in line
+    assert CANARY not in line
+
+
+def test_an_unknown_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--api.token", CANARY, "--no.such-flag"])
+    assert exited.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"{PROG}: unrecognized arguments: --no.such-flag")
+    assert line.endswith("(see --help)")
+
+
+# ------------------------------------------------------------------ load(): each file once
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often each file was read, by ``Path.read_text`` or ``Path.read_bytes``."""
+    counted: dict[str, int] = {}
+
+    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
+        def read(path: Path, *args: Any, **kwargs: Any) -> Any:
+            counted[path.name] = counted.get(path.name, 0) + 1
+            return original(path, *args, **kwargs)
+
+        return read
+
+    monkeypatch.setattr(Path, "read_text", counting(Path.read_text))
+    monkeypatch.setattr(Path, "read_bytes", counting(Path.read_bytes))
+    return counted
+
+
+def test_load_reads_each_file_once_and_gets_the_numbers_right(
+    tmp_path: Path, reads: dict[str, int]
+) -> None:
+    token = tmp_path / "token"
+    token.write_text(f"{CANARY}\n")
+    quotas = tmp_path / "quotas.yml"
+    quotas.write_text(
+        "default: 20TiB\n"
+        "servers:\n"
+        "  - id: '42'\n    quota: 1TiB\n"
+        "  - hostname: 'db-*'\n    quota: {outgoing: 5TB}\n"
+    )
+    hashed = bcrypt.hashpw(b"pass", bcrypt.gensalt(4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+    )
+    loaded = load(["--api.token-file", str(token), "--traffic.quota-file", str(quotas),
+                   "--traffic.quota-bytes", "1TB", "--web.config.file", str(web)])  # fmt: skip
+    config = load_web(loaded.settings)
+    assert reads == {"token": 1, "quotas.yml": 1, "web.yml": 1}
+
+    assert loaded.settings.api_token_file == token
+    for_server = loaded.quotas.for_server
+    assert for_server(Server(id="7", hostname="web-1")) == {"incoming": 20 * TIB,
+                                                           "outgoing": 20 * TIB}  # fmt: skip
+    assert for_server(Server(id="42", hostname="db-1")) == {"incoming": TIB, "outgoing": TIB}
+    assert for_server(Server(id="8", hostname="db-2")) == {"outgoing": 5e12}
+    assert config.auth is not None
+    assert config.auth.users == {"prometheus"}
+    assert dict(config.headers) == {"X-Content-Type-Options": "nosniff"}
+
+
+def test_load_without_files_reads_nothing(reads: dict[str, int]) -> None:
+    loaded = load(["--api.token", CANARY, "--traffic.quota-bytes", "5TB"])
+    assert reads == {}
+    assert loaded.quotas.for_server(Server(id="1", hostname="a")) == {
+        "incoming": 5e12, "outgoing": 5e12
+    }  # fmt: skip
+    assert load_web(loaded.settings) == WebConfig()
+
+
+def test_tune_allocator_runs() -> None:
+    tune_allocator()
+    tune_allocator()  # and again: it only sets two parameters, the same each time
+
+
+# ------------------------------------------------------------------ run(): end to end
+
+
+def _log_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def _listening(capsys: pytest.CaptureFixture[str], task: asyncio.Task[int]) -> list[Any]:
+    """The exporter's log lines up to and including "listening"."""
+    seen: list[dict[str, Any]] = []
+    for _ in range(1000):
+        seen += _log_lines(capsys.readouterr().err)
+        if any(line["event"] == "listening" for line in seen):
+            return seen
+        assert not task.done(), f"run() ended early with {task.result()}: {seen}"
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no 'listening' line within 10 s: {seen}")
+
+
+async def _until(http: httpx.AsyncClient, path: str, status: int = 200) -> httpx.Response:
+    for _ in range(1000):
+        try:
+            response = await http.get(path)
+        except httpx.TransportError:
+            response = None
+        if response is not None and response.status_code == status:
+            return response
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} did not answer {status} within 10 s")
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_run_serves_the_demo_until_sigterm(capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = load(["--demo", "--web.listen-address", "127.0.0.1:0", "--poll.interval", "1",
+                   "--log.format", "json"])  # fmt: skip
+
+    async def scenario() -> tuple[int, str]:
+        task = asyncio.create_task(run(loaded.settings, loaded.quotas, WebConfig()))
+        lines = await _listening(capsys, task)
+        [listening] = [line for line in lines if line["event"] == "listening"]
+        assert listening["demo"] is True
+        assert listening["version"] == __version__
+        host, _, port = listening["address"].rpartition(":")
+        assert host == "127.0.0.1"
+        assert int(port) > 0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            assert (await _until(http, "/healthz")).text == "ok\n"
+            assert (await _until(http, "/readyz")).text == "ok\n"
+            metrics = await http.get("/metrics")
+        assert metrics.status_code == 200
+        os.kill(os.getpid(), signal.SIGTERM)
+        code = await asyncio.wait_for(task, timeout=10)
+        return code, metrics.text
+
+    code, text = asyncio.run(scenario())
+    assert code == 0
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert found[("evotic_up", ())] == 1
+    assert found[("evotic_servers", ())] == 25
+    assert found[("evotic_exporter_build_info", (("version", __version__),))] == 1
+    # --demo without a quota setting gives every server a quota, so the quota panels show.
+    quotas = [v for (name, _), v in found.items() if name == "evotic_server_traffic_quota_bytes"]
+    assert len(quotas) == 2 * 25
+    assert set(quotas) == {5 * TIB}
+    events = [line["event"] for line in _log_lines(capsys.readouterr().err)]
+    assert "shutting down" in events
+    assert "first poll succeeded" in events
+
+
+@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.parametrize("source", ["demo", "token", "token_file"])
+def test_run_exits_1_when_the_address_is_taken(
+    source: str, busy_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = tmp_path / "token"
+    token.write_text(CANARY)
+    sources = {
+        "demo": ["--demo"],
+        "token": ["--api.token", CANARY],
+        "token_file": ["--api.token-file", str(token)],
+    }
+    loaded = load([*sources[source], "--web.listen-address", busy_address,
+                   "--api.url", "http://127.0.0.1:9/api/v1", "--log.format", "json"])  # fmt: skip
+    assert asyncio.run(run(loaded.settings, loaded.quotas, WebConfig())) == 1
+    err = capsys.readouterr().err
+    [line] = [line for line in _log_lines(err) if line["event"] == "cannot listen"]
+    assert line["address"] == busy_address
+    assert line["level"] == "error"
+    assert CANARY not in err
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_main_exits_1_when_the_address_is_taken(
+    busy_address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--api.token", CANARY, "--web.listen-address", busy_address, "--log.format", "json"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert [line["event"] for line in _log_lines(err)] == ["cannot listen"]
+    assert CANARY not in err

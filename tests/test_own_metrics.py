@@ -1,0 +1,225 @@
+"""The exporter's own metrics, as prometheus_client renders them from what the parts report.
+
+The families are read back with prometheus_client's parser and held to their declarations in
+``exporter/metrics.py``. The outcomes come from real polls of the simulator's app, and from
+``Outcome`` values where a particular failure is wanted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.account import Account
+from exporter.api.client import EvoticClient
+from exporter.api.errors import POLL_REASONS
+from exporter.api.token import TokenSource
+from exporter.logging import Redactor
+from exporter.metrics import (
+    API_DURATION,
+    BUILD_INFO,
+    EXPORTER_METRICS,
+    LAST_SUCCESS,
+    POLL_DURATION,
+    REQUEST_BUCKETS,
+    MetricDef,
+)
+from exporter.own_metrics import AccountMetrics, process_registry
+from exporter.poller import PollSettings
+from exporter.snapshot import Outcome, Snapshot
+from simulator import FaultSet, Fleet, SimulatorApp
+
+T0 = 1_717_243_200.0
+TOKEN = "own-metrics-token-3c9e"
+
+
+def families(metrics: AccountMetrics) -> dict[str, Metric]:
+    text = generate_latest(metrics.registry).decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def sample_names(metrics: AccountMetrics) -> list[str]:
+    return [s.name for family in families(metrics).values() for s in family.samples]
+
+
+def value(metrics: AccountMetrics, name: str, **labels: str) -> float:
+    found = [
+        s.value
+        for family in families(metrics).values()
+        for s in family.samples
+        if s.name == name and s.labels == labels
+    ]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def _check_declared(family: Metric, metric: MetricDef) -> None:
+    assert family.name == metric.family_name
+    assert family.type == metric.kind
+    assert family.documentation == metric.help
+    for sample in family.samples:
+        labels = set(sample.labels) - ({"le"} if metric.kind == "histogram" else set())
+        assert labels == set(metric.labels), (metric.name, sample)
+
+
+async def _no_wait(seconds: float) -> None:
+    return None
+
+
+def _polled(faults: FaultSet | None = None, polls: int = 1) -> AccountMetrics:
+    """The metrics of an account after ``polls`` real polls of the simulator's app."""
+    metrics = AccountMetrics()
+
+    async def scenario() -> None:
+        app = SimulatorApp(Fleet(lambda: T0, servers=4, seed=5), faults or FaultSet(), TOKEN)
+        token = TokenSource(Redactor(), token=TOKEN)
+        client = EvoticClient("http://simulator/api/v1", token, timeout=5, user_agent="t",
+                              observe=metrics.request, transport=httpx.ASGITransport(app=app),
+                              sleep=_no_wait)  # fmt: skip
+        account = Account(client, token, PollSettings(), metrics, clock=lambda: T0)
+        for _ in range(polls):
+            await account.poller.poll_once()
+        account.view()
+        await account.stop()
+
+    asyncio.run(scenario())
+    return metrics
+
+
+def test_every_family_is_declared_in_metrics_py() -> None:
+    metrics = _polled()
+    metrics.phase("render", 0.25)
+    found = families(metrics)
+    declared = {m.family_name: m for m in EXPORTER_METRICS if m is not BUILD_INFO}
+    assert set(found) == set(declared)
+    for name, family in found.items():
+        _check_declared(family, declared[name])
+
+
+def test_build_info_and_process_metrics() -> None:
+    registry = process_registry("1.2.3")
+    text = generate_latest(registry).decode()
+    found = {family.name: family for family in text_string_to_metric_families(text)}
+    _check_declared(found[BUILD_INFO.family_name], BUILD_INFO)
+    [build] = found[BUILD_INFO.family_name].samples
+    assert (build.labels, build.value) == ({"version": "1.2.3"}, 1.0)
+    assert found["process_resident_memory_bytes"].samples[0].value > 0
+
+
+def test_no_created_series() -> None:
+    metrics = _polled()
+    names = sample_names(metrics)
+    assert "evotic_poll_errors_total" in names
+    assert "evotic_api_request_duration_seconds_count" in names
+    assert not [name for name in names if name.endswith("_created")]
+
+
+def test_every_poll_error_reason_is_present_at_zero_from_the_start() -> None:
+    metrics = AccountMetrics()
+    family = families(metrics)["evotic_poll_errors"]
+    assert {s.name for s in family.samples} == {"evotic_poll_errors_total"}
+    assert {s.labels["reason"]: s.value for s in family.samples} == dict.fromkeys(POLL_REASONS, 0.0)
+
+
+def test_a_failed_poll_counts_its_reason_and_sets_up_to_zero() -> None:
+    faults = FaultSet()
+    faults.add("html_200", scope="servers")
+    metrics = _polled(faults, polls=2)
+    assert value(metrics, "evotic_up") == 0
+    assert value(metrics, "evotic_poll_errors_total", reason="invalid_response") == 2
+    others = [r for r in POLL_REASONS if r != "invalid_response"]
+    assert all(value(metrics, "evotic_poll_errors_total", reason=r) == 0 for r in others)
+    assert value(metrics, "evotic_servers") == 0
+    assert value(metrics, "evotic_api_requests_total", endpoint="servers", code="200") == 2
+
+
+def test_timestamp_and_duration_are_absent_until_there_is_a_value() -> None:
+    metrics = AccountMetrics()
+    names = sample_names(metrics)
+    assert LAST_SUCCESS.name not in names
+    assert POLL_DURATION.name not in names
+    assert value(metrics, "evotic_up") == 0
+
+    metrics.poll_finished(Outcome(T0, 1.5, reason="timeout", message="too slow"), None)
+    names = sample_names(metrics)
+    assert LAST_SUCCESS.name not in names, "no successful poll yet"
+    assert value(metrics, POLL_DURATION.name) == 1.5
+
+    snapshot = Snapshot(servers=(), taken_at=T0 + 60, rejected=3)
+    phases = (("fetch", 0.4), ("validate", 0.1))
+    metrics.poll_finished(Outcome(T0 + 60, 0.5, phases=phases), snapshot)
+    metrics.poll_finished(Outcome(T0 + 120, 0.25, phases=phases), snapshot)
+    assert value(metrics, "evotic_up") == 1
+    assert value(metrics, LAST_SUCCESS.name) == T0 + 120
+    assert value(metrics, POLL_DURATION.name) == 0.25
+    assert value(metrics, "evotic_servers_rejected") == 3
+    phase = "evotic_poll_phase_duration_seconds"
+    assert value(metrics, phase, phase="fetch") == 0.4
+    assert value(metrics, phase, phase="validate") == 0.1
+
+    # A later failure keeps the time of the last success.
+    metrics.poll_finished(Outcome(T0 + 180, 2.0, reason="connection"), None)
+    assert value(metrics, LAST_SUCCESS.name) == T0 + 120
+    assert value(metrics, "evotic_poll_errors_total", reason="connection") == 1
+    assert value(metrics, "evotic_up") == 0
+
+
+def test_a_real_poll_reports_its_figures() -> None:
+    metrics = _polled()
+    assert value(metrics, "evotic_up") == 1
+    assert value(metrics, "evotic_servers") == 4
+    assert value(metrics, "evotic_servers_rejected") == 0
+    assert value(metrics, LAST_SUCCESS.name) == T0
+    assert value(metrics, POLL_DURATION.name) > 0
+    phase = "evotic_poll_phase_duration_seconds"
+    assert value(metrics, phase, phase="fetch") >= 0
+    assert value(metrics, phase, phase="validate") >= 0
+    assert value(metrics, phase, phase="render") >= 0
+    assert value(metrics, "evotic_api_requests_total", endpoint="servers", code="200") == 1
+    count = "evotic_api_request_duration_seconds_count"
+    assert value(metrics, count, endpoint="servers") == 1
+
+
+def test_request_histogram_buckets() -> None:
+    metrics = AccountMetrics()
+    for seconds in (0.01, 0.07, 0.3, 3.0, 45.0):
+        metrics.request("servers", "200", seconds)
+    metrics.request("server_status", "timeout", 10.0)
+    [family] = [f for f in families(metrics).values() if f.name == API_DURATION.family_name]
+    buckets = {
+        float(s.labels["le"]): s.value
+        for s in family.samples
+        if s.name.endswith("_bucket") and s.labels["endpoint"] == "servers"
+    }
+    assert list(buckets) == [*REQUEST_BUCKETS, float("inf")]
+    expected = {0.05: 1, 0.1: 2, 0.25: 2, 0.5: 3, 1.0: 3, 2.5: 3, 5.0: 4, 10.0: 4, 30.0: 4}
+    assert buckets == {**expected, float("inf"): 5}
+    total = "evotic_api_request_duration_seconds_sum"
+    assert value(metrics, total, endpoint="servers") == pytest.approx(48.38)
+    assert value(metrics, "evotic_api_request_duration_seconds_bucket", endpoint="server_status",
+                 le="10.0") == 1  # fmt: skip
+    requests = "evotic_api_requests_total"
+    assert value(metrics, requests, endpoint="servers", code="200") == 5
+    assert value(metrics, requests, endpoint="server_status", code="timeout") == 1
+
+
+def test_serving_reports_what_the_scrape_serves() -> None:
+    metrics = AccountMetrics()
+    assert value(metrics, "evotic_servers") == 0
+    metrics.serving(12)
+    assert value(metrics, "evotic_servers") == 12
+    metrics.serving(0)
+    assert value(metrics, "evotic_servers") == 0
+
+
+def test_each_account_has_a_registry_of_its_own() -> None:
+    first, second = AccountMetrics(), AccountMetrics()
+    first.serving(5)
+    first.poll_finished(Outcome(T0, 1.0), Snapshot(servers=(), taken_at=T0))
+    assert value(second, "evotic_servers") == 0
+    assert LAST_SUCCESS.name not in sample_names(second)
