@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 
 from exporter.api.client import EvoticClient
 from exporter.api.token import TokenSource
 from exporter.logging import Redactor
 from exporter.poller import Poller, PollSettings
+from exporter.quota import Quotas, billing_period
+from exporter.snapshot import PollState
+from simulator import FaultSet, Fleet, SimulatorApp
 
 
 class _Stop(Exception):
@@ -78,3 +83,250 @@ def test_rate_limit_delays_the_next_poll_past_retry_after() -> None:
     sleeps = _schedule([limited, OK], polls=2)[1:]
     assert sleeps[0] == pytest.approx(45, abs=0.5)
     assert sleeps[1] == pytest.approx(10, abs=0.5)
+
+
+# ------------------------------------------------------------------ one cycle, in process
+# The client talks to the simulator's ASGI app (or to a scripted transport where an answer
+# must be crafted); the poller's clock is a fake one; nothing sleeps.
+
+SIM_TOKEN = "poller-sim-token"
+T0 = 1_717_243_200.0  # 2024-06-01T12:00:00Z
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Published:
+    """The publish callback: records every state handed over, in order."""
+
+    def __init__(self) -> None:
+        self.states: list[PollState] = []
+
+    async def __call__(self, state: PollState) -> None:
+        self.states.append(state)
+
+
+def _sim(servers: int = 5) -> tuple[Fleet, FaultSet, httpx.ASGITransport]:
+    fleet = Fleet(lambda: T0, servers=servers, seed=3)
+    faults = FaultSet()
+    app = SimulatorApp(fleet, faults, SIM_TOKEN)
+    return fleet, faults, httpx.ASGITransport(app=app)
+
+
+def _poller(
+    transport: httpx.AsyncBaseTransport,
+    published: Published,
+    clock: Clock,
+    *,
+    token: TokenSource | None = None,
+    **settings: object,
+) -> Poller:
+    token = token or TokenSource(Redactor(), token=SIM_TOKEN)
+    client = EvoticClient("http://sim/api/v1", token, timeout=5, user_agent="t",
+                          transport=transport, sleep=_no_wait)  # fmt: skip
+    quotas = Quotas({"incoming": 1e12, "outgoing": 1e12})
+    return Poller(client, token, PollSettings(**settings), quotas=quotas,  # type: ignore[arg-type]
+                  publish=published, clock=clock)  # fmt: skip
+
+
+async def _no_wait(seconds: float) -> None:
+    return None
+
+
+def test_a_poll_publishes_one_snapshot_with_its_outcome() -> None:
+    fleet, _, transport = _sim()
+    published, clock = Published(), Clock()
+
+    async def scenario() -> None:
+        poller = _poller(transport, published, clock)
+        assert await poller.poll_once()
+
+    asyncio.run(scenario())
+    [state] = published.states
+    assert state.snapshot is not None
+    assert state.outcome is not None
+    assert [server.id for server in state.snapshot.servers] == [str(i) for i in fleet.ids()]
+    assert state.snapshot.taken_at == T0
+    assert state.last_success == T0
+    assert state.snapshot.period == billing_period(T0, 1)
+    assert state.snapshot.quotas.for_server(state.snapshot.servers[0]) == {
+        "incoming": 1e12, "outgoing": 1e12
+    }  # fmt: skip
+    assert state.outcome.ok
+    assert state.outcome.finished_at == T0
+    assert [phase for phase, _ in state.outcome.phases] == ["fetch", "validate"]
+
+
+def test_a_failed_poll_keeps_the_last_snapshot_and_logs_start_change_and_recovery() -> None:
+    _, faults, transport = _sim()
+    published, clock = Published(), Clock()
+
+    async def scenario() -> list[bool]:
+        poller = _poller(transport, published, clock)
+        results = [await poller.poll_once()]
+        faults.add("server_error", status=503)
+        clock.now += 60
+        results.append(await poller.poll_once())
+        results.append(await poller.poll_once())
+        faults.clear()
+        faults.add("unauthorized")
+        results.append(await poller.poll_once())
+        faults.clear()
+        clock.now += 60
+        results.append(await poller.poll_once())
+        return results
+
+    with structlog.testing.capture_logs() as logs:
+        results = asyncio.run(scenario())
+    assert results == [True, False, False, False, True]
+    good = published.states[0].snapshot
+    failed = published.states[1:4]
+    assert [s.outcome.reason for s in failed if s.outcome] == [
+        "server_error",
+        "server_error",
+        "auth",
+    ]
+    assert all(state.snapshot is good and state.last_success == T0 for state in failed)
+    events = [(entry["event"], entry.get("reason")) for entry in logs]
+    assert events == [
+        ("first poll succeeded", None),
+        ("poll failed", "server_error"),
+        ("poll failed again", "server_error"),
+        ("poll still failing", "auth"),
+        ("poll recovered", None),
+    ]
+    recovered = logs[-1]
+    assert recovered["outage_seconds"] == 60.0
+
+
+LISTING = [
+    {"id": 1, "hostname": "a", "status": "started"},
+    {"id": 2, "hostname": "b", "status": "started"},
+    {"id": 3, "hostname": "c", "status": "stopped"},
+    {"id": 4, "hostname": "d", "status": "stopped"},
+]
+
+
+def test_a_server_whose_record_turns_bad_keeps_its_last_good_record() -> None:
+    bad_two = [dict(LISTING[0]), {"id": 2, "hostname": 7}, *LISTING[2:],
+               {"id": 5, "hostname": ["never", "valid"]}]  # fmt: skip
+    answers = iter([LISTING, bad_two, LISTING[:1]])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=next(answers))
+
+    published, clock = Published(), Clock()
+
+    async def scenario() -> None:
+        poller = _poller(httpx.MockTransport(handler), published, clock)
+        for _ in range(3):
+            assert await poller.poll_once()
+
+    asyncio.run(scenario())
+    first, second, third = (state.snapshot for state in published.states)
+    assert first is not None
+    assert second is not None
+    assert third is not None
+    by_id = {server.id: server for server in second.servers}
+    assert sorted(by_id) == ["1", "2", "3", "4"]  # 5 was never valid: not exported
+    assert by_id["2"] is first.servers[1]  # the last good record, not the bad one
+    assert (second.rejected, second.kept, second.listed) == (2, 1, 3)
+    # Deleted servers go at once, however good their last record was.
+    assert [server.id for server in third.servers] == ["1"]
+    assert (third.rejected, third.kept) == (0, 0)
+
+
+def test_status_sweep_publishes_the_last_snapshot_with_its_answers() -> None:
+    fleet, _, transport = _sim(servers=4)
+    published, clock = Published(), Clock()
+
+    async def scenario() -> Poller:
+        poller = _poller(transport, published, clock, collect_status=True)
+        await poller.poll_once()
+        await poller.sweep_statuses()
+        fleet.delete_server(fleet.ids()[0])
+        await poller.poll_once()
+        return poller
+
+    with structlog.testing.capture_logs():
+        asyncio.run(scenario())
+    polled, swept, repolled = published.states
+    assert polled.snapshot is not None
+    assert swept.snapshot is not None
+    assert polled.snapshot.statuses == {}
+    assert swept.snapshot.servers is polled.snapshot.servers
+    assert set(swept.snapshot.statuses) == {server.id for server in polled.snapshot.servers}
+    assert swept.outcome is polled.outcome
+    # The next poll carries the answers on, and drops the deleted server's.
+    assert repolled.snapshot is not None
+    ids = {server.id for server in repolled.snapshot.servers}
+    assert set(repolled.snapshot.statuses) == ids
+    assert len(ids) == 3
+
+
+def test_status_sweep_failures_keep_the_last_known_status() -> None:
+    _, faults, transport = _sim(servers=3)
+    published, clock = Published(), Clock()
+
+    async def scenario() -> None:
+        poller = _poller(transport, published, clock, collect_status=True)
+        await poller.poll_once()
+        await poller.sweep_statuses()
+        faults.add("server_error", scope="status", status=500)
+        await poller.sweep_statuses()
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(scenario())
+    first_sweep, second_sweep = published.states[1].snapshot, published.states[2].snapshot
+    assert first_sweep is not None
+    assert second_sweep is not None
+    assert second_sweep.statuses == first_sweep.statuses
+    incomplete = [entry for entry in logs if entry["event"] == "status sweep incomplete"]
+    assert incomplete[0]["failed"] == 3
+    assert incomplete[0]["reasons"] == {"server_error": 3}
+
+
+def test_a_bug_is_an_internal_failure_and_the_loop_goes_on(tmp_path: Path) -> None:
+    published, clock = Published(), Clock()
+    calls = iter([RuntimeError("boom"), None])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        error = next(calls)
+        if error is not None:
+            raise error
+        return httpx.Response(200, json=LISTING)
+
+    async def scenario() -> list[bool]:
+        poller = _poller(httpx.MockTransport(handler), published, clock)
+        return [await poller.poll_once(), await poller.poll_once()]
+
+    with structlog.testing.capture_logs() as logs:
+        assert asyncio.run(scenario()) == [False, True]
+    assert published.states[0].outcome is not None
+    assert published.states[0].outcome.reason == "internal"
+    assert logs[0]["event"] == "poll failed unexpectedly"
+
+
+def test_an_unreadable_token_file_fails_the_poll_as_token_file(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(SIM_TOKEN)
+    _, _, transport = _sim()
+    published, clock = Published(), Clock()
+    token = TokenSource(Redactor(), path=path)
+
+    async def scenario() -> list[bool]:
+        poller = _poller(transport, published, clock, token=token)
+        first = await poller.poll_once()
+        path.write_text("  \n")
+        return [first, await poller.poll_once()]
+
+    with structlog.testing.capture_logs():
+        assert asyncio.run(scenario()) == [True, False]
+    outcome = published.states[1].outcome
+    assert outcome is not None
+    assert (outcome.reason, outcome.message) == ("token_file", f"{path} is empty")
