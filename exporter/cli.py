@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import signal
 import sys
@@ -141,58 +142,55 @@ async def run(settings: Settings, quotas: Quotas, web: WebConfig) -> int:
     redactor = Redactor()
     configure_logging(settings.log_level, settings.log_format, redactor)
     log = structlog.get_logger("exporter")
+    # Whatever was started is stopped again, in reverse order, however run() ends.
+    async with contextlib.AsyncExitStack() as started:
+        api_url = settings.api_url
+        if settings.demo:
+            from simulator import SimulatorOptions, start_simulator
 
-    demo_api = None
-    api_url = settings.api_url
-    if settings.demo:
-        from simulator import SimulatorOptions, start_simulator
+            if settings.traffic_quota_bytes is None and settings.traffic_quota_file is None:
+                # So that the quota panels and alerts have something to show.
+                quotas = load_quotas(DEMO_QUOTA_BYTES, None)
+            options = SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL)
+            demo_api = await start_simulator(options)
+            started.push_async_callback(demo_api.stop)
+            api_url = demo_api.url
+            token = TokenSource(redactor, token=demo_api.token)
+        elif settings.api_token is not None:
+            token = TokenSource(redactor, token=settings.api_token.get_secret_value())
+        else:
+            token = TokenSource(redactor, path=settings.api_token_file)
 
-        if settings.traffic_quota_bytes is None and settings.traffic_quota_file is None:
-            # So that the quota panels and alerts have something to show.
-            quotas = load_quotas(DEMO_QUOTA_BYTES, None)
+        metrics = AccountMetrics()
+        client = EvoticClient(
+            api_url, token, timeout=settings.api_timeout,
+            user_agent=f"{PROG}/{__version__}", observe=metrics.request,
+        )  # fmt: skip
+        account = Account(client, token, PollSettings.from_settings(settings), metrics,
+                          quotas=quotas)  # fmt: skip
+        started.push_async_callback(account.stop)  # also closes the client
+        app = ExporterApp(account, process_registry(__version__), version=__version__,
+                          extra_headers=web.headers, auth=web.auth)  # fmt: skip
 
-        demo_api = await start_simulator(SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL))
-        api_url = demo_api.url
-        token = TokenSource(redactor, token=demo_api.token)
-    elif settings.api_token is not None:
-        token = TokenSource(redactor, token=settings.api_token.get_secret_value())
-    else:
-        token = TokenSource(redactor, path=settings.api_token_file)
+        host, port = parse_listen_address(settings.listen_address)
+        try:
+            sock = bind_socket(host, port)
+        except OSError as error:
+            log.error("cannot listen", address=settings.listen_address, error=error.strerror)
+            return 1
+        server = AsgiServer(app, sock, ssl_context=web.ssl_context)
+        await server.start()
+        started.push_async_callback(server.stop)
+        account.start()
+        log.info("listening", address=f"{host}:{server.port}", api=api_url, demo=settings.demo,
+                 version=__version__, tls=web.tls, client_auth=web.client_auth,
+                 basic_auth=web.auth is not None)  # fmt: skip
 
-    metrics = AccountMetrics()
-    client = EvoticClient(
-        api_url, token, timeout=settings.api_timeout,
-        user_agent=f"{PROG}/{__version__}", observe=metrics.request,
-    )  # fmt: skip
-    account = Account(client, token, PollSettings.from_settings(settings), metrics,
-                      quotas=quotas)  # fmt: skip
-    app = ExporterApp(account, process_registry(__version__), version=__version__,
-                      extra_headers=web.headers, auth=web.auth)  # fmt: skip
-
-    host, port = parse_listen_address(settings.listen_address)
-    try:
-        sock = bind_socket(host, port)
-    except OSError as error:
-        log.error("cannot listen", address=settings.listen_address, error=error.strerror)
-        await client.aclose()
-        if demo_api is not None:
-            await demo_api.stop()
-        return 1
-    server = AsgiServer(app, sock, ssl_context=web.ssl_context)
-    await server.start()
-    account.start()
-    log.info("listening", address=f"{host}:{server.port}", api=api_url, demo=settings.demo,
-             version=__version__, tls=web.tls, client_auth=web.client_auth,
-             basic_auth=web.auth is not None)  # fmt: skip
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await server.stop()
-    await account.stop()
-    if demo_api is not None:
-        await demo_api.stop()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+            started.callback(loop.remove_signal_handler, signum)
+        await stop.wait()
+        log.info("shutting down")
     return 0

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exporter.api.errors import TokenFileError
 from exporter.api.token import read_token_file
-from exporter.quota import QuotaError, Quotas, load_quotas, parse_size
+from exporter.quota import QuotaError, Quotas, Size, load_quotas
 
 DEFAULT_PORT = 19875
 
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     status_interval: float = Field(default=300.0, ge=1)
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     web_config_file: Path | None = None
-    traffic_quota_bytes: float | None = None
+    traffic_quota_bytes: Size | None = None
     traffic_quota_file: Path | None = None
     traffic_period_start_day: int = Field(default=1, ge=1, le=31)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -72,13 +72,8 @@ class Settings(BaseSettings):
 
     @field_validator("traffic_quota_bytes", mode="before")
     @classmethod
-    def _size(cls, value: object) -> object:
-        if value is None or value == "":
-            return None
-        try:
-            return parse_size(value, "size")
-        except QuotaError as error:
-            raise ValueError(str(error).removeprefix("size: ")) from None
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("listen_address")
     @classmethod

@@ -1,6 +1,6 @@
 """Logging, set up once: readable lines on a terminal, JSON lines everywhere else.
 
-Standard-library loggers (uvicorn, httpx) go through the same renderer. httpx and httpcore log
+Standard-library loggers (hypercorn, httpx) go through the same renderer. httpx and httpcore log
 every request URL at INFO and DEBUG; they are held at WARNING. A redaction step replaces every
 registered secret in every log field, so even a mistake elsewhere cannot print the token.
 """
@@ -14,7 +14,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-_QUIET = ("httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access", "asyncio")
+_QUIET = ("httpx", "httpcore", "hypercorn", "hypercorn.error", "hypercorn.access", "asyncio")
 REDACTED = "[REDACTED]"
 
 

@@ -80,7 +80,7 @@ def negotiate(accept: str, accept_encoding: str) -> tuple[Format, bool]:
     return fmt, gzip
 
 
-# Bodies larger than SEND_WHOLE go out in slices of SEND_SLICE. uvicorn waits for the socket to
+# Bodies larger than SEND_WHOLE go out in slices of SEND_SLICE. Hypercorn waits for the socket to
 # drain between two sends, so such a scrape holds a slice or two, not a copy of the rest of the
 # body: asyncio on Python 3.11 copies whatever the socket does not take at once into a buffer of
 # its own (15 MB per plain scrape at 10,000 servers, 80 MB at 50,000). Smaller bodies go whole:

@@ -193,7 +193,3 @@ class AsgiServer:
 def quiet_server_loggers() -> None:
     """Hypercorn logs through stdlib logging; its start-up lines would bypass our format."""
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
-
-
-# The simulator's command line imports the name it had when the server was uvicorn.
-quiet_uvicorn_loggers = quiet_server_loggers

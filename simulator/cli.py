@@ -9,7 +9,7 @@ import os
 import signal
 
 from exporter.config import parse_listen_address
-from exporter.webserver import quiet_uvicorn_loggers
+from exporter.webserver import quiet_server_loggers
 from simulator.faults import FAULT_KINDS, Scope
 from simulator.runner import RunningSimulator, SimulatorOptions, start_simulator
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    quiet_uvicorn_loggers()
+    quiet_server_loggers()
     return asyncio.run(_serve(options, host, port, args.fault))
 
 

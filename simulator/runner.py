@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -101,10 +100,6 @@ async def start_simulator(
         latency=options.latency,
     )
     sock = bind_socket(host, port)
-    # The socket is made with protocol 0, so asyncio does not switch Nagle's algorithm off for
-    # the connections it accepts, and every answer (head and body are two writes) would wait
-    # about 40 ms for a delayed ACK. Accepted sockets inherit this option from the listener.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server = AsgiServer(app, sock)
     try:
         await server.start()

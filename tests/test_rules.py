@@ -24,6 +24,8 @@ from exporter.metrics import EXPORTER_METRICS, SNAPSHOT_METRICS
 from .processes import ROOT
 from .prometheus_server import PROMTOOL
 
+pytestmark = pytest.mark.e2e  # promtool runs as a process
+
 RULES_DIR = ROOT / "deploy/prometheus/rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
 TEST_FILES = sorted(RULES_DIR.glob("*.test.yml"))

@@ -927,6 +927,7 @@ def test_large_fleet_over_http_in_pages() -> None:
 # -- command line ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_command_line_serves_until_sigterm_and_never_prints_the_token(tmp_path: Path) -> None:
     canary = "canary-token-0c9e7d"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVOTIC_")}
