@@ -94,10 +94,29 @@ PAIR, HOST, ID = -1, -2, -3
 @dataclass(frozen=True)
 class Template:
     """A family's sample line as a ``%`` format: labels sorted by name, as prometheus_client
-    writes them, then the value. ``slots`` says what fills each ``%s`` before the value."""
+    writes them, then the value. ``slots`` says what fills each ``%s`` before the value.
+    """
 
     text: str
     slots: tuple[int, ...]
+
+    def writer(self) -> Callable[[str, str, str, str, tuple[str, ...], Callable[[str], str]], str]:
+        """The template as one f-string function of ``(pair, host, id, value, labels, escape)``.
+
+        Built from the template's own pieces and slots, so the label order is still the
+        one ``template`` derived; a formatted string literal fills it several times faster
+        than ``%`` with a tuple built per sample.
+        """
+        pieces = self.text.split("%s")
+        names = {PAIR: "pair", HOST: "host", ID: "id_"}
+        fields = [names.get(slot, f"escape(labels[{slot}])") for slot in self.slots]
+        body = "".join(f"{{p{n}}}{{{field}}}" for n, field in enumerate([*fields, "value"]))
+        source = "def line(pair, host, id_, value, labels, escape):\n"
+        source += f'    return f"{body}{{p{len(fields) + 1}}}"\n'
+        namespace: dict[str, object] = {f"p{n}": piece for n, piece in enumerate(pieces)}
+        # The source holds names of our own making only; label values arrive as arguments.
+        exec(compile(source, f"<{self.text.split('{')[0]}>", "exec"), namespace)  # noqa: S102
+        return namespace["line"]  # type: ignore[return-value]
 
 
 def template(metric: MetricDef) -> Template:
@@ -122,6 +141,16 @@ def template(metric: MetricDef) -> Template:
 
 
 TEMPLATES: dict[MetricDef, Template] = {metric: template(metric) for metric in SNAPSHOT_METRICS}
+WRITERS = {shape: shape.writer() for shape in TEMPLATES.values()}
+
+
+class _Numbers(dict[float, str]):
+    """Formatted values of one rendering; quotas and the 1s of info series repeat. Never
+    asked for zero, whose sign a dictionary would not keep apart (-0.0 == 0.0)."""
+
+    def __missing__(self, value: float) -> str:
+        text = self[value] = go_float(value)
+        return text
 
 
 class _Escaped(dict[str, str]):
@@ -150,6 +179,7 @@ class _Lines:
             for host, id_ in zip(self.hosts, self.ids, strict=True)
         ]
         self.escaped = _Escaped()
+        self.numbers = _Numbers()
         self._traffic: list[Traffic | None] | None = None
 
     def for_family(self, metric: MetricDef, start: int, stop: int) -> list[str]:
@@ -171,12 +201,13 @@ class _Lines:
     def _values(
         self, shape: Template, batch: slice, value_of: Callable[[Server], float | None]
     ) -> list[str]:
-        text = shape.text
+        # The template is name{%s} %s: an f-string of its pieces is the fastest way to fill it.
+        head, middle, tail = shape.text.split("%s")
         lines = []
         for server, pair in zip(self.servers[batch], self.pairs[batch], strict=True):
             value = value_of(server)
             if value is not None:
-                lines.append(text % (pair, go_float(value)))
+                lines.append(f"{head}{pair}{middle}{go_float(value)}{tail}")
         return lines
 
     def _flows(
@@ -186,33 +217,40 @@ class _Lines:
         # which at 50,000 servers would wake the garbage collector dozens of times.
         if self._traffic is None:
             self._traffic = [traffic_of(server) for server in self.servers]
-        text = shape.text
+        # Per direction, what comes before and after the server's pair, label order kept.
+        first, second, third, tail = shape.text.split("%s")
         direction_first = shape.slots == (0, PAIR)
+        around = [
+            (first + direction + second, third) if direction_first
+            else (first, second + direction + third)
+            for direction, _ in FLOWS
+        ]  # fmt: skip
+        readers = [flow_of for _, flow_of in FLOWS]
         lines = []
         for traffic, pair in zip(self._traffic[batch], self.pairs[batch], strict=True):
             if traffic is None:
                 continue
-            for direction, flow_of in FLOWS:
+            for flow_of, (before, after) in zip(readers, around, strict=True):
                 flow = flow_of(traffic)
                 if flow is None:
                     continue
                 value = value_of(flow)
                 if value is not None:
-                    labels = (direction, pair) if direction_first else (pair, direction)
-                    lines.append(text % (*labels, go_float(value)))
+                    lines.append(f"{before}{pair}{after}{go_float(value)}{tail}")
         return lines
 
     def _samples(
         self, shape: Template, batch: slice, read: Callable[[Server, Snapshot], Iterable[Sample]]
     ) -> list[str]:
-        snapshot, escaped, text, slots = self.snapshot, self.escaped, shape.text, shape.slots
+        snapshot, line = self.snapshot, WRITERS[shape]
+        escape, numbers = self.escaped.__getitem__, self.numbers
         lines = []
-        for n in range(len(self.servers))[batch]:
-            server = self.servers[n]
-            fixed = {PAIR: self.pairs[n], HOST: self.hosts[n], ID: self.ids[n]}
+        rows = zip(self.servers[batch], self.pairs[batch], self.hosts[batch], self.ids[batch],
+                   strict=True)  # fmt: skip
+        for server, pair, host, id_ in rows:
             for values, value in read(server, snapshot):
-                filled = [fixed[slot] if slot < 0 else escaped[values[slot]] for slot in slots]
-                lines.append(text % (*filled, go_float(value)))
+                number = numbers[value] if value else go_float(value)
+                lines.append(line(pair, host, id_, number, values, escape))
         return lines
 
 
