@@ -116,6 +116,12 @@ def check_sources(settings: Settings) -> None:
     the poller reads it again at every poll.
     """
     if settings.demo:
+        # The demo polls its own simulator; an API or token given beside it would be ignored.
+        given = [
+            f for f in ("api_url", "api_token", "api_token_file") if f in settings.model_fields_set
+        ]
+        if given:
+            raise SettingsError([Problem(f, "cannot be used with --demo") for f in given])
         return
     problem = None
     if settings.api_token is not None and settings.api_token_file is not None:

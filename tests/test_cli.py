@@ -269,13 +269,14 @@ def test_run_exits_1_when_the_address_is_taken(
 ) -> None:
     token = tmp_path / "token"
     token.write_text(CANARY)
+    api = ["--api.url", "http://127.0.0.1:9/api/v1"]  # --demo brings its own API
     sources = {
         "demo": ["--demo"],
-        "token": ["--api.token", CANARY],
-        "token_file": ["--api.token-file", str(token)],
+        "token": ["--api.token", CANARY, *api],
+        "token_file": ["--api.token-file", str(token), *api],
     }
     loaded = load([*sources[source], "--web.listen-address", busy_address,
-                   "--api.url", "http://127.0.0.1:9/api/v1", "--log.format", "json"])  # fmt: skip
+                   "--log.format", "json"])  # fmt: skip
     assert asyncio.run(run(loaded.settings, loaded.quotas, WebConfig())) == 1
     err = capsys.readouterr().err
     [line] = [line for line in _log_lines(err) if line["event"] == "cannot listen"]

@@ -83,3 +83,27 @@ def test_token_file_must_not_be_empty(tmp_path: Path) -> None:
 
 def test_demo_needs_no_token() -> None:
     assert load_settings(["--demo"]).demo is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--demo", "--api.url", "https://api.example/v1"], "EVOTIC_API_URL (--api.url)"),
+        (["--demo", "--api.token", SECRET], "EVOTIC_API_TOKEN (--api.token)"),
+        (
+            ["--demo", "--api.token-file", "/etc/hostname"],
+            "EVOTIC_API_TOKEN_FILE (--api.token-file)",
+        ),
+    ],
+)
+def test_demo_refuses_an_api_or_a_token_it_would_ignore(argv: list[str], named: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(argv)
+    assert f"{named}: cannot be used with --demo" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_demo_refuses_an_api_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVOTIC_API_URL", "https://api.example/v1")
+    with pytest.raises(SettingsError, match="EVOTIC_API_URL"):
+        load_settings(["--demo"])
