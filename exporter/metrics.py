@@ -161,6 +161,7 @@ def _period_end(snapshot: Snapshot) -> float | None:
 # --------------------------------------------------------------------------- per server
 
 _REFRESH = " Refreshed every poll interval."
+_STATUS_REFRESH = " Refreshed every status interval (--collector.status.interval)."
 
 SERVER_INFO = MetricDef(
     "evotic_server_info", "gauge",
@@ -244,14 +245,14 @@ SERVER_IP = MetricDef(
 SERVER_PROCESSING = MetricDef(
     "evotic_server_processing", "gauge",
     "1 while the server runs a task (status endpoint field is_processing); "
-    "only with --collector.status." + _REFRESH,
+    "only with --collector.status." + _STATUS_REFRESH,
     samples=_processing,
 )  # fmt: skip
 SERVER_PROGRESS = MetricDef(
     "evotic_server_progress_ratio", "gauge",
     "Progress of the running task as a ratio (status endpoint field progress / 100), "
     "label task from its field status; only while processing, with --collector.status."
-    + _REFRESH,
+    + _STATUS_REFRESH,
     ("task",), samples=_progress,
 )  # fmt: skip
 
@@ -306,7 +307,7 @@ POLL_PHASE = MetricDef(
 POLL_ERRORS = MetricDef(
     "evotic_poll_errors_total", "counter",
     "Failed polls by reason (auth, rate_limited, server_error, client_error, timeout, "
-    "connection, invalid_response, token_file).",
+    "connection, invalid_response, token_file, internal).",
     ("reason",), per_server=False,
 )  # fmt: skip
 API_REQUESTS = MetricDef(

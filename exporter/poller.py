@@ -123,6 +123,7 @@ class Poller:
         self._statuses: Mapping[str, ServerStatus] = MappingProxyType({})
         self._failures = 0
         self._failing_since: float | None = None
+        self._set_aside: tuple[int, frozenset[str | None]] = (0, frozenset())
         self._publishing = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -215,25 +216,38 @@ class Poller:
         phases = (("fetch", listing.fetch_seconds), ("validate", listing.validate_seconds))
         outcome = Outcome(now, time.perf_counter() - started, phases=phases)
         first = self.state.snapshot is None
+        last_success = self.state.last_success
         snapshot = self._snapshot(listing, now, self.state.snapshot)
         await self._set(lambda last: PollState(snapshot, outcome, last_success=now))
         self._observer.poll_finished(outcome, snapshot)
-        if listing.rejected:
-            sample = listing.rejected[0]
-            self._log.warning(
-                "servers set aside", count=len(listing.rejected),
-                example_id=sample.server_id, example_error="; ".join(sample.errors),
-            )  # fmt: skip
+        self._log_set_aside(listing)
         if self._failing_since is not None:
+            # The outage began when data stopped coming: at the last success, if there was one.
+            began = self._failing_since if last_success is None else last_success
             self._log.info(
-                "poll recovered", outage_seconds=round(now - self._failing_since, 1),
-                servers=snapshot.listed,
+                "poll recovered", outage_seconds=round(now - began, 1), servers=snapshot.listed,
             )  # fmt: skip
         elif first:
             self._log.info("first poll succeeded", servers=snapshot.listed,
                            seconds=round(outcome.duration, 3))  # fmt: skip
         self._failures = 0
         self._failing_since = None
+
+    def _log_set_aside(self, listing: Listing) -> None:
+        """Log the records set aside when the set of them changes, and once when it empties."""
+        ids = frozenset(rejected.server_id for rejected in listing.rejected)
+        set_aside = (len(listing.rejected), ids)
+        if set_aside == self._set_aside:
+            return
+        if listing.rejected:
+            sample = listing.rejected[0]
+            self._log.warning(
+                "servers set aside", count=len(listing.rejected),
+                example_id=sample.server_id, example_error="; ".join(sample.errors),
+            )  # fmt: skip
+        else:
+            self._log.info("no servers set aside any more")
+        self._set_aside = set_aside
 
     async def _failed(self, reason: str, message: str, started: float) -> None:
         previous = self._last_reason()

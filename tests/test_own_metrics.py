@@ -223,3 +223,14 @@ def test_each_account_has_a_registry_of_its_own() -> None:
     first.poll_finished(Outcome(T0, 1.0), Snapshot(servers=(), taken_at=T0))
     assert value(second, "evotic_servers") == 0
     assert LAST_SUCCESS.name not in sample_names(second)
+
+
+def test_help_texts_name_every_poll_error_reason_and_the_status_interval() -> None:
+    from exporter.api.errors import POLL_REASONS
+    from exporter.metrics import POLL_ERRORS, SERVER_PROCESSING, SERVER_PROGRESS
+
+    for reason in POLL_REASONS:
+        assert reason in POLL_ERRORS.help, reason
+    for family in (SERVER_PROCESSING, SERVER_PROGRESS):
+        assert "status interval" in family.help
+        assert "poll interval" not in family.help

@@ -201,7 +201,7 @@ def test_a_failed_poll_keeps_the_last_snapshot_and_logs_start_change_and_recover
         ("poll recovered", None),
     ]
     recovered = logs[-1]
-    assert recovered["outage_seconds"] == 60.0
+    assert recovered["outage_seconds"] == 120.0  # from the last success, at T0
 
 
 LISTING = [
@@ -330,3 +330,49 @@ def test_an_unreadable_token_file_fails_the_poll_as_token_file(tmp_path: Path) -
     outcome = published.states[1].outcome
     assert outcome is not None
     assert (outcome.reason, outcome.message) == ("token_file", f"{path} is empty")
+
+
+def test_set_aside_records_are_logged_when_the_set_changes_not_every_poll() -> None:
+    one_bad = [*LISTING, {"id": 5, "hostname": 7}]
+    two_bad = [*LISTING, {"id": 5, "hostname": 7}, {"id": 6, "hostname": 7}]
+    answers = iter([one_bad, one_bad, one_bad, two_bad, LISTING, LISTING])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=next(answers))
+
+    async def scenario() -> None:
+        poller = _poller(httpx.MockTransport(handler), Published(), Clock())
+        for _ in range(6):
+            assert await poller.poll_once()
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(scenario())
+    events = [(entry["event"], entry.get("count")) for entry in logs]
+    assert events == [
+        ("servers set aside", 1),
+        ("first poll succeeded", None),
+        ("servers set aside", 2),
+        ("no servers set aside any more", None),
+    ]
+
+
+def test_outage_is_counted_from_the_last_success() -> None:
+    _, faults, transport = _sim()
+    clock = Clock()
+
+    async def scenario() -> None:
+        poller = _poller(transport, Published(), clock)
+        await poller.poll_once()  # succeeds at T0
+        faults.add("server_error", status=503)
+        clock.now = T0 + 50  # the first failure comes 50 s after the last success
+        await poller.poll_once()
+        clock.now = T0 + 110
+        await poller.poll_once()
+        faults.clear()
+        clock.now = T0 + 170
+        await poller.poll_once()
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(scenario())
+    [recovered] = [entry for entry in logs if entry["event"] == "poll recovered"]
+    assert recovered["outage_seconds"] == 170.0
