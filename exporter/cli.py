@@ -29,6 +29,7 @@ from exporter.config import (
     Settings,
     SettingsError,
     check_sources,
+    describe_setting,
     parse_listen_address,
     read_quotas,
     validation_problems,
@@ -155,9 +156,10 @@ async def run(settings: Settings, quotas: Quotas, web: WebConfig) -> int:
             demo_api = await start_simulator(options)
             started.push_async_callback(demo_api.stop)
             api_url = demo_api.url
-            token = TokenSource(redactor, token=demo_api.token)
+            token = TokenSource(redactor, token=demo_api.token, origin="the simulator")
         elif settings.api_token is not None:
-            token = TokenSource(redactor, token=settings.api_token.get_secret_value())
+            token = TokenSource(redactor, token=settings.api_token.get_secret_value(),
+                                origin=describe_setting("api_token"))  # fmt: skip
         else:
             token = TokenSource(redactor, path=settings.api_token_file)
 
@@ -165,6 +167,7 @@ async def run(settings: Settings, quotas: Quotas, web: WebConfig) -> int:
         client = EvoticClient(
             api_url, token, timeout=settings.api_timeout,
             user_agent=f"{PROG}/{__version__}", observe=metrics.request,
+            auth_origin=token.origin,
         )  # fmt: skip
         account = Account(client, token, PollSettings.from_settings(settings), metrics,
                           quotas=quotas)  # fmt: skip

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,6 +24,8 @@ from exporter.api.errors import (
     InvalidResponseError,
     RateLimitedError,
 )
+from exporter.api.token import TokenSource
+from exporter.logging import Redactor
 
 BASE = "https://api.test/api/v1"
 TOKEN = "t0k3n-for-client-tests"
@@ -274,3 +277,22 @@ def test_no_retry_is_started_that_would_overrun_the_deadline() -> None:
     assert caught.value.reason == "server_error"
     assert len(handler.requests) == 1
     assert sleeps == []
+
+
+@pytest.mark.parametrize(("status", "words"), [(401, "token rejected"), (403, "token not allowed")])
+def test_auth_errors_name_where_the_token_came_from(
+    tmp_path: Path, status: int, words: str
+) -> None:
+    path = tmp_path / "token"
+    path.write_text("file-token-0b1e")
+    token = TokenSource(Redactor(), path=path)
+    token.refresh()
+    client = EvoticClient("https://api.test/v1", token, timeout=1, user_agent="t",
+                          transport=httpx.MockTransport(lambda request: httpx.Response(status)),
+                          auth_origin=token.origin)  # fmt: skip
+    with pytest.raises(ApiStatusError) as caught:
+        run(client.list_servers())
+    assert str(caught.value) == (
+        f"HTTP {status}: {words} (from the token file {path}, read again next poll)"
+    )
+    assert "file-token-0b1e" not in str(caught.value)

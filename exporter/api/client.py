@@ -215,6 +215,7 @@ class EvoticClient:
         user_agent: str,
         retry: RetryPolicy = RetryPolicy(),
         observe: RequestObserver = _ignore_request,
+        auth_origin: str = "the configured token",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -224,6 +225,7 @@ class EvoticClient:
         self._base = base_url.rstrip("/")
         self._origin = urlsplit(self._base)[:2]
         self._token = token
+        self._auth_origin = auth_origin
         self._retry = retry
         self._observe = observe
         self._max_bytes = max_response_bytes
@@ -370,7 +372,10 @@ class EvoticClient:
             )
         if 300 <= status < 400:
             raise InvalidResponseError(f"HTTP {status}: redirect refused")
-        explanation = {401: "token rejected", 403: "token not allowed"}.get(status, "")
+        explanation = {
+            401: f"token rejected (from {self._auth_origin})",
+            403: f"token not allowed (from {self._auth_origin})",
+        }.get(status, "")
         suffix = f": {explanation}" if explanation else ""
         raise ApiStatusError(f"HTTP {status}{suffix}", status)
 

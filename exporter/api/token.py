@@ -30,11 +30,20 @@ class TokenSource:
     Every token it hands out is added to the log redactor first.
     """
 
-    def __init__(self, redactor: Redactor, token: str | None = None, path: Path | None = None):
+    def __init__(
+        self,
+        redactor: Redactor,
+        token: str | None = None,
+        path: Path | None = None,
+        *,
+        origin: str = "the configured token",
+    ):
         if (token is None) == (path is None):
             raise ValueError("exactly one of token and path")
         self._redactor = redactor
         self._path = path
+        # Where the token comes from, for an operator reading why the API refused it.
+        self.origin = origin if path is None else f"the token file {path}, read again next poll"
         self._token = ""
         if token is not None:
             self._set(token)
