@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from exporter.config import (
     Problem,
     Settings,
     SettingsError,
+    check_environment,
     check_sources,
     describe_setting,
     parse_listen_address,
@@ -79,6 +81,7 @@ class Loaded:
 def load(argv: Sequence[str] | None) -> Loaded:
     """Settings from flags over the environment, the checks that span fields, the quota file."""
     flags: dict[str, Any] = vars(build_parser().parse_args(argv))
+    check_environment(os.environ)
     try:
         settings = Settings(**flags)
     except ValidationError as error:

@@ -7,6 +7,8 @@ problem is a ``Problem`` naming its field; the line is built from those fields, 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -137,6 +139,27 @@ def check_sources(settings: Settings) -> None:
             problem = Problem("api_token_file", error.problem)
     if problem is not None:
         raise SettingsError([problem])
+
+
+# The simulator's own variables (``evotic-simulator``) may share an environment with the exporter.
+SIMULATOR_VARIABLES = "EVOTIC_SIMULATOR_"
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``EVOTIC_*`` variables that name no setting: a typo must not pass unnoticed
+    (``EVOTIC_WEB_CONFIG`` for ``EVOTIC_WEB_CONFIG_FILE`` would serve without TLS or auth)."""
+    known = {f"EVOTIC_{field.upper()}": field for field in Settings.model_fields}
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith("EVOTIC_") or name in known:
+            continue
+        if name.startswith(SIMULATOR_VARIABLES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {describe_setting(known[close[0]])}?" if close else ""
+        problems.append(Problem(name.removeprefix("EVOTIC_").lower(), "unknown variable" + hint))
+    if problems:
+        raise SettingsError(problems)
 
 
 def read_quotas(settings: Settings) -> Quotas:

@@ -107,3 +107,23 @@ def test_demo_refuses_an_api_url_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("EVOTIC_API_URL", "https://api.example/v1")
     with pytest.raises(SettingsError, match="EVOTIC_API_URL"):
         load_settings(["--demo"])
+
+
+def test_a_mistyped_variable_is_refused_with_the_nearest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVOTIC_WEB_CONFIG", "/etc/evotic/web.yml")
+    monkeypatch.setenv("EVOTIC_BANANA", "1")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["--demo"])
+    message = str(caught.value)
+    assert "EVOTIC_WEB_CONFIG: unknown variable; did you mean EVOTIC_WEB_CONFIG_FILE" in message
+    assert "EVOTIC_BANANA: unknown variable" in message
+    assert "\n" not in message
+
+
+def test_the_simulators_variables_may_share_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVOTIC_SIMULATOR_TOKEN", "sim")
+    assert load_settings(["--demo"]).demo
