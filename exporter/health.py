@@ -33,12 +33,12 @@ def assess(state: PollState, now: float, stale_after: float) -> Health:
     """Ready while a successful poll younger than ``stale_after`` seconds is being served."""
     outcome = state.outcome
     failing = None if outcome is None else outcome.reason
-    if state.snapshot is None or state.last_success is None:
+    if state.snapshot is None:
         reason = f"no successful poll yet (last error: {failing})" if failing else (
             "first poll pending"
         )  # fmt: skip
         return Health(False, reason, None)
-    age = now - state.last_success
+    age = now - state.snapshot.taken_at
     if age > stale_after:
         reason = (
             f"data is stale: last successful poll {age:.0f} s ago "

@@ -218,7 +218,7 @@ class Poller:
         first = self.state.snapshot is None
         last_success = self.state.last_success
         snapshot = self._snapshot(listing, now, self.state.snapshot)
-        await self._set(lambda last: PollState(snapshot, outcome, last_success=now))
+        await self._set(lambda last: PollState(snapshot, outcome))
         self._observer.poll_finished(outcome, snapshot)
         self._log_set_aside(listing)
         if self._failing_since is not None:

@@ -67,4 +67,8 @@ class PollState:
 
     snapshot: Snapshot | None = None
     outcome: Outcome | None = None
-    last_success: float | None = None  # when the last successful poll finished, Unix seconds
+
+    @property
+    def last_success(self) -> float | None:
+        """When the last successful poll finished (Unix seconds): when its snapshot was taken."""
+        return None if self.snapshot is None else self.snapshot.taken_at

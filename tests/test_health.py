@@ -10,9 +10,9 @@ STALE_AFTER = 600.0
 T0 = 1_700_000_000.0
 
 
-def _snapshot(listed: int = 3, kept: int = 0) -> Snapshot:
+def _snapshot(listed: int = 3, kept: int = 0, taken_at: float = T0) -> Snapshot:
     servers = tuple(Server(id=str(n), hostname=f"h{n}") for n in range(listed + kept))
-    return Snapshot(servers=servers, taken_at=T0, rejected=kept, kept=kept)
+    return Snapshot(servers=servers, taken_at=taken_at, rejected=kept, kept=kept)
 
 
 def _success(at: float) -> Outcome:
@@ -38,7 +38,7 @@ def test_no_successful_poll_yet_names_the_last_error() -> None:
 
 def test_fresh_data_is_served_and_ready() -> None:
     snapshot = _snapshot()
-    state = PollState(snapshot, _success(T0), last_success=T0)
+    state = PollState(snapshot, _success(T0))
     health = assess(state, now=T0 + 59, stale_after=STALE_AFTER)
     assert (health.ready, health.reason) == (True, "ok")
     assert health.snapshot is snapshot
@@ -47,7 +47,7 @@ def test_fresh_data_is_served_and_ready() -> None:
 
 def test_failing_polls_keep_fresh_data_served() -> None:
     snapshot = _snapshot()
-    state = PollState(snapshot, _failure(T0 + 120), last_success=T0)
+    state = PollState(snapshot, _failure(T0 + 120))
     health = assess(state, now=T0 + STALE_AFTER, stale_after=STALE_AFTER)
     assert health.ready
     assert health.snapshot is snapshot
@@ -55,7 +55,7 @@ def test_failing_polls_keep_fresh_data_served() -> None:
 
 def test_data_turns_stale_just_after_the_limit() -> None:
     snapshot = _snapshot()
-    state = PollState(snapshot, _failure(T0 + 540, "timeout"), last_success=T0)
+    state = PollState(snapshot, _failure(T0 + 540, "timeout"))
     assert assess(state, now=T0 + STALE_AFTER, stale_after=STALE_AFTER).ready
     health = assess(state, now=T0 + STALE_AFTER + 1, stale_after=STALE_AFTER)
     assert not health.ready
@@ -68,19 +68,19 @@ def test_data_turns_stale_just_after_the_limit() -> None:
 
 def test_stale_without_an_error_says_none() -> None:
     # A success long ago and nothing since (the loop died, or the clock jumped).
-    state = PollState(_snapshot(), _success(T0), last_success=T0)
+    state = PollState(_snapshot(), _success(T0))
     health = assess(state, now=T0 + 3600, stale_after=STALE_AFTER)
     assert health.reason.endswith("last error: none)")
 
 
 def test_recovery_is_ready_at_once() -> None:
-    state = PollState(_snapshot(), _success(T0 + 4000), last_success=T0 + 4000)
+    state = PollState(_snapshot(taken_at=T0 + 4000), _success(T0 + 4000))
     assert assess(state, now=T0 + 4001, stale_after=STALE_AFTER).ready
 
 
 def test_servers_counts_what_the_poll_listed() -> None:
     # Two records set aside keep their last good data; evotic_servers counts the listed ones.
-    state = PollState(_snapshot(listed=3, kept=2), _success(T0), last_success=T0)
+    state = PollState(_snapshot(listed=3, kept=2), _success(T0))
     health = assess(state, now=T0, stale_after=STALE_AFTER)
     assert health.servers == 3
     assert health.snapshot is not None
