@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exporter.api.errors import TokenFileError
-from exporter.api.token import read_token_file
+from exporter.api.token import clean_token, read_token_file
 from exporter.quota import QuotaError, Quotas, Size, load_quotas
 
 DEFAULT_PORT = 19875
@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("must not carry credentials, a query or a fragment")
         return value.rstrip("/")
+
+    @field_validator("api_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # TokenProblem is a ValueError: its message becomes the setting's problem, no value.
+        return None if value is None else SecretStr(clean_token(value.get_secret_value()))
 
     @field_validator("traffic_quota_bytes", mode="before")
     @classmethod
@@ -130,8 +136,6 @@ def check_sources(settings: Settings) -> None:
         problem = Problem("api_token", "set either the token or the token file, not both")
     elif settings.api_token is None and settings.api_token_file is None:
         problem = Problem("api_token", "a token is required (or a token file, or --demo)")
-    elif settings.api_token is not None and not settings.api_token.get_secret_value().strip():
-        problem = Problem("api_token", "is empty")
     elif settings.api_token_file is not None:
         try:
             read_token_file(settings.api_token_file)

@@ -81,6 +81,43 @@ def test_token_file_must_not_be_empty(tmp_path: Path) -> None:
         load_settings(["--api.token-file", str(empty)])
 
 
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        (f"{SECRET}\nsecond-line", "holds a line break or another control character"),
+        (f"{SECRET}\tx", "holds a line break or another control character"),
+        (f"{SECRET}\x7f", "holds a line break or another control character"),
+        (f"{SECRET}é", "beyond ASCII"),
+        (f"Bearer {SECRET}", "give the token alone, the exporter sends 'Bearer ' itself"),
+    ],
+)
+def test_a_token_that_cannot_be_sent_stops_the_start_up(
+    tmp_path: Path, token: str, problem: str
+) -> None:
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    for argv, named in (
+        (["--api.token", token], "EVOTIC_API_TOKEN (--api.token): "),
+        (["--api.token-file", str(path)], f"EVOTIC_API_TOKEN_FILE (--api.token-file): {path} "),
+    ):
+        with pytest.raises(SettingsError) as caught:
+            load_settings(argv)
+        message = str(caught.value)
+        assert named in message
+        assert problem in message
+        assert "\n" not in message
+        assert SECRET not in message
+
+
+def test_only_white_space_around_the_token_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(f"\n  {SECRET}  \r\n")
+    assert load_settings(["--api.token-file", str(path)]).api_token_file == path
+    settings = load_settings(["--api.token", f" {SECRET}\n"])
+    assert settings.api_token is not None
+    assert settings.api_token.get_secret_value() == SECRET
+
+
 def test_demo_needs_no_token() -> None:
     assert load_settings(["--demo"]).demo is True
 

@@ -312,24 +312,41 @@ def test_a_bug_is_an_internal_failure_and_the_loop_goes_on(tmp_path: Path) -> No
     assert logs[0]["event"] == "poll failed unexpectedly"
 
 
-def test_an_unreadable_token_file_fails_the_poll_as_token_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("  \n", "is empty"),
+        # Sent, this would fail every request before it leaves, as if the network were down.
+        (f"{SIM_TOKEN}\nsecond-line", "holds a line break or another control character"),
+    ],
+)
+def test_a_bad_token_file_fails_the_poll_as_token_file(
+    tmp_path: Path, content: str, problem: str
+) -> None:
     path = tmp_path / "token"
     path.write_text(SIM_TOKEN)
     _, _, transport = _sim()
     published, clock = Published(), Clock()
     token = TokenSource(Redactor(), path=path)
+    sent: list[httpx.Request] = []
+
+    async def counted(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return await transport.handle_async_request(request)
 
     async def scenario() -> list[bool]:
-        poller = _poller(transport, published, clock, token=token)
+        poller = _poller(httpx.MockTransport(counted), published, clock, token=token)
         first = await poller.poll_once()
-        path.write_text("  \n")
+        path.write_text(content)
         return [first, await poller.poll_once()]
 
     with structlog.testing.capture_logs():
         assert asyncio.run(scenario()) == [True, False]
     outcome = published.states[1].outcome
     assert outcome is not None
-    assert (outcome.reason, outcome.message) == ("token_file", f"{path} is empty")
+    assert outcome.reason == "token_file"
+    assert outcome.message.startswith(f"{path} {problem}")
+    assert len(sent) == 1, "nothing is sent with a token that cannot be sent"
 
 
 def test_set_aside_records_are_logged_when_the_set_changes_not_every_poll() -> None:

@@ -8,20 +8,52 @@ from exporter.api.errors import TokenFileError
 from exporter.logging import Redactor
 
 
+class TokenProblem(ValueError):
+    """A token that cannot be sent; the message says why and never holds the token."""
+
+
+BEARER = "bearer "
+
+
+def clean_token(raw: str) -> str:
+    """The token with the white space around it removed, or ``TokenProblem``.
+
+    A line break or another control character inside would make every request fail before it
+    leaves (an HTTP header cannot hold it), which looks like a network fault; a character
+    beyond ASCII cannot go in the header either. Both are refused where the token is read.
+    """
+    token = raw.strip()
+    if not token:
+        raise TokenProblem("is empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        raise TokenProblem(
+            "holds a line break or another control character inside the token; "
+            "only white space around it is removed"
+        )
+    if not token.isascii():
+        raise TokenProblem("holds a character beyond ASCII, which an HTTP header cannot carry")
+    if token.lower().startswith(BEARER):
+        raise TokenProblem(
+            "starts with 'Bearer ': give the token alone, the exporter sends 'Bearer ' itself"
+        )
+    return token
+
+
 def read_token_file(path: Path) -> str:
-    """The token in ``path``, surrounding white space removed.
+    """The token in ``path``, checked by ``clean_token``.
 
     Raises ``TokenFileError`` (reason ``token_file``, with ``path`` and ``problem``) if the file
-    cannot be read or holds no token.
+    cannot be read or holds no usable token.
     """
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise TokenFileError(path, f"cannot read {path}: {reason}") from None
-    if not token:
-        raise TokenFileError(path, f"{path} is empty")
-    return token
+    try:
+        return clean_token(raw)
+    except TokenProblem as problem:
+        raise TokenFileError(path, f"{path} {problem}") from None
 
 
 class TokenSource:
