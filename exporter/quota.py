@@ -102,10 +102,11 @@ def _same_for_both(value: object) -> object:
 # A quota as the file writes it: one size for each direction, or a mapping of directions.
 QuotaValue = Annotated[DirectionQuotas, BeforeValidator(_same_for_both)]
 _MATCH = "match on 'hostname' (a pattern) or 'id'"
+_ONE_WAY = "give either 'hostname' or 'id', not both (a rule for each matches either)"
 
 
 class QuotaOverride(Schema):
-    """One entry of ``servers``: which servers (hostname pattern, id or both) and their quota."""
+    """One entry of ``servers``: which servers (a hostname pattern or an id) and their quota."""
 
     model_config = ConfigDict(coerce_numbers_to_str=True)  # id: 42 is the id "42"
 
@@ -114,9 +115,12 @@ class QuotaOverride(Schema):
     quota: QuotaValue
 
     @model_validator(mode="after")
-    def _matches_something(self) -> Self:
+    def _matches_one_way(self) -> Self:
         if self.hostname is None and self.server_id is None:
             raise ValueError(_MATCH)
+        if self.hostname is not None and self.server_id is not None:
+            # "and" would match one server at most, "or" many: refused rather than guessed.
+            raise ValueError(_ONE_WAY)
         return self
 
 
@@ -131,16 +135,17 @@ class QuotaFile(Schema):
 
 @dataclass(frozen=True)
 class Rule:
-    """One override: servers whose hostname matches ``hostname`` (a glob) or whose id is ``id``."""
+    """One override: the servers whose hostname matches ``hostname`` (a glob), or the server
+    whose id is ``server_id``; a rule has one of the two."""
 
     quota: Quota
     hostname: str | None = None
     server_id: str | None = None
 
     def matches(self, server: Server) -> bool:
-        if self.server_id is not None and server.id != self.server_id:
-            return False
-        return self.hostname is None or fnmatch.fnmatchcase(server.hostname, self.hostname)
+        if self.hostname is not None:
+            return fnmatch.fnmatchcase(server.hostname, self.hostname)
+        return server.id == self.server_id
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,13 @@ def test_describe_reports_every_mistake_by_dotted_key() -> None:
         ("default.outgoing", "unknown unit 'XB' (use B, GB, GiB, TB, TiB…)"),
         ("servers[1]", "match on 'hostname' (a pattern) or 'id'"),
     ]
+
+
+def test_a_rule_with_both_hostname_and_id_is_refused(tmp_path: Path) -> None:
+    # Read as "and" it matches one server at most, read as "or" it matches many: neither is
+    # what everyone who writes it means, so it is refused and two rules say "or".
+    error = _quota_error(tmp_path, "servers:\n  - hostname: 'db-*'\n    id: 42\n    quota: 1TiB\n")
+    assert (error.key, error.problem) == (
+        "servers[0]",
+        "give either 'hostname' or 'id', not both (a rule for each matches either)",
+    )
