@@ -171,7 +171,9 @@ def read_quotas(settings: Settings) -> Quotas:
     try:
         return load_quotas(settings.traffic_quota_bytes, settings.traffic_quota_file)
     except QuotaError as error:
-        raise SettingsError([Problem("traffic_quota_file", str(error))]) from None
+        # A mistake at a key names the file here; one about the whole file names it already.
+        where = f"{error.path}: " if error.path is not None and error.key is not None else ""
+        raise SettingsError([Problem("traffic_quota_file", f"{where}{error}")]) from None
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, ClassVar, Self
 
-from pydantic import BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StrictStr, model_validator
 
 from exporter.api.models import Server
 from exporter.schema import FileError, Schema, load_file
@@ -105,13 +105,30 @@ _MATCH = "match on 'hostname' (a pattern) or 'id'"
 _ONE_WAY = "give either 'hostname' or 'id', not both (a rule for each matches either)"
 
 
+def _number_as_id(value: object) -> object:
+    # The API sends an id as a number or a string, so id: 42 is the id "42"; 4.2 is a mistake.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _not_empty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty (it would match no server)")
+    return value
+
+
+# Strict strings: YAML reads an unquoted 42 or [a, b] as another type, whose text
+# ("[a, b]") would be matched against hostnames and match nothing.
+_Pattern = Annotated[StrictStr, AfterValidator(_not_empty)]
+_ServerId = Annotated[StrictStr, BeforeValidator(_number_as_id), AfterValidator(_not_empty)]
+
+
 class QuotaOverride(Schema):
     """One entry of ``servers``: which servers (a hostname pattern or an id) and their quota."""
 
-    model_config = ConfigDict(coerce_numbers_to_str=True)  # id: 42 is the id "42"
-
-    hostname: str | None = None
-    server_id: str | None = Field(default=None, alias="id")
+    hostname: _Pattern | None = None
+    server_id: _ServerId | None = Field(default=None, alias="id")
     quota: QuotaValue
 
     @model_validator(mode="after")

@@ -132,6 +132,14 @@ def _quota_error(tmp_path: Path, content: str) -> QuotaError:
          "servers[1].id", "must be a string"),
         ("servers:\n  - hostname: [a]\n    quota: 1TiB\n", "servers[0].hostname",
          "must be a string"),
+        ("servers:\n  - hostname: 42\n    quota: 1TiB\n", "servers[0].hostname",
+         "must be a string"),
+        ("servers:\n  - hostname: ''\n    quota: 1TiB\n", "servers[0].hostname",
+         "must not be empty (it would match no server)"),
+        ("servers:\n  - id: [1, 2]\n    quota: 1TiB\n", "servers[0].id", "must be a string"),
+        ("servers:\n  - id: 4.2\n    quota: 1TiB\n", "servers[0].id", "must be a string"),
+        ("servers:\n  - id: ''\n    quota: 1TiB\n", "servers[0].id",
+         "must not be empty (it would match no server)"),
         ("servers: [1TiB]\n", "servers[0]", "must be a mapping of keys to values"),
         ("servers:\n  - id: 1\n", "servers[0].quota", "is required"),
         ("servers:\n  - id: 1\n    quota: 1TiB\n    hostnme: a\n", "servers[0].hostnme",
@@ -237,3 +245,21 @@ def test_a_rule_with_both_hostname_and_id_is_refused(tmp_path: Path) -> None:
         "servers[0]",
         "give either 'hostname' or 'id', not both (a rule for each matches either)",
     )
+
+
+def test_a_settings_error_names_the_file_and_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "q.yml"
+    path.write_text("servers:\n  - hostname: [db-1, db-2]\n    quota: 1TiB\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["--demo", "--traffic.quota-file", str(path)])
+    message = str(caught.value)
+    assert message.endswith(
+        "EVOTIC_TRAFFIC_QUOTA_FILE (--traffic.quota-file): "
+        f"{path}: servers[0].hostname: must be a string"
+    )
+    assert "\n" not in message
+    # A file that is no YAML at all names itself once.
+    path.write_text("default: [1, 2")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["--demo", "--traffic.quota-file", str(path)])
+    assert str(caught.value).count(str(path)) == 1
