@@ -165,6 +165,13 @@ def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
     error = _quota_error(tmp_path, "servers:\n  - id: 1\n    quota: 1TiB\n    id: 2\n")
     assert "line 4" in str(error)
     assert "key 'id' is given twice" in str(error)
+    # Every mapping of the file is read the same way: a rule's quota, and the flow style.
+    error = _quota_error(
+        tmp_path, "servers:\n  - id: 1\n    quota:\n      outgoing: 1TiB\n      outgoing: 2TiB\n"
+    )
+    assert error.problem.endswith("at line 5, column 7: key 'outgoing' is given twice")
+    error = _quota_error(tmp_path, "servers: [{hostname: a, quota: 1TiB, hostname: b}]\n")
+    assert error.problem.endswith("at line 1, column 38: key 'hostname' is given twice")
 
 
 def test_an_unreadable_file_names_the_file(tmp_path: Path) -> None:
