@@ -9,7 +9,7 @@ quota).
 
     default: 20TiB
     servers:
-      - hostname: "db-*"          # shell-style pattern on the hostname
+      - hostname: "db-*"          # shell-style pattern on the hostname, in any case
         quota: {outgoing: 5TiB}
       - id: "42"
         quota: 1099511627776
@@ -152,8 +152,8 @@ class QuotaFile(Schema):
 
 @dataclass(frozen=True)
 class Rule:
-    """One override: the servers whose hostname matches ``hostname`` (a glob), or the server
-    whose id is ``server_id``; a rule has one of the two."""
+    """One override: the servers whose hostname matches ``hostname`` (a glob, in any case), or
+    the server whose id is ``server_id`` (exactly); a rule has one of the two."""
 
     quota: Quota
     hostname: str | None = None
@@ -161,7 +161,9 @@ class Rule:
 
     def matches(self, server: Server) -> bool:
         if self.hostname is not None:
-            return fnmatch.fnmatchcase(server.hostname, self.hostname)
+            # Host names are case-insensitive (RFC 4343): DB-1 and db-1 are the same host.
+            return fnmatch.fnmatchcase(server.hostname.lower(), self.hostname.lower())
+        # An id is the API's opaque key: compared as it is written.
         return server.id == self.server_id
 
 

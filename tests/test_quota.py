@@ -270,3 +270,19 @@ def test_a_settings_error_names_the_file_and_the_key(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(["--demo", "--traffic.quota-file", str(path)])
     assert str(caught.value).count(str(path)) == 1
+
+
+def test_hostnames_match_in_any_case_and_ids_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "q.yml"
+    path.write_text(
+        "servers:\n"
+        "  - hostname: 'DB-[a-c]*.Example.COM'\n    quota: 1TiB\n"
+        "  - id: Srv-7\n    quota: 2TiB\n"
+    )
+    quotas = load_quotas(5e12, path)
+    both = {"incoming": 2**40, "outgoing": 2**40}
+    assert quotas.for_server(Server(id="1", hostname="db-b1.example.com")) == both
+    assert quotas.for_server(Server(id="2", hostname="Db-A2.EXAMPLE.com")) == both
+    assert quotas.for_server(Server(id="3", hostname="db-d3.example.com")) == quotas.default
+    assert quotas.for_server(Server(id="Srv-7", hostname="x"))["outgoing"] == 2 * 2**40
+    assert quotas.for_server(Server(id="srv-7", hostname="x")) == quotas.default
