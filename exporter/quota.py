@@ -4,15 +4,18 @@ The API only says that a limit *is* exceeded. Operators know their plans' includ
 they can tell the exporter: one default (``EVOTIC_TRAFFIC_QUOTA_BYTES``) and per-server
 overrides in a YAML file (``EVOTIC_TRAFFIC_QUOTA_FILE``). The API reports and flags each
 direction on its own, so a quota is per direction: a plain size applies to each direction
-separately, and ``{incoming: ..., outgoing: ...}`` sets them apart (a direction left out has no
-quota).
+separately, and ``{incoming: ..., outgoing: ...}`` sets them apart.
 
     default: 20TiB
     servers:
       - hostname: "db-*"          # shell-style pattern on the hostname, in any case
-        quota: {outgoing: 5TiB}
+        quota: {outgoing: 5TiB}   # incoming keeps the default's 20TiB
       - id: "42"
-        quota: 1099511627776
+        quota: {incoming: null, outgoing: 1099511627776}  # null: no incoming quota
+
+Each direction falls back on its own: the first matching rule, else the file's ``default``,
+else ``EVOTIC_TRAFFIC_QUOTA_BYTES``, else no quota; ``null`` says "no quota" and stops there.
+The README says the same under "Traffic quotas and billing periods".
 """
 
 from __future__ import annotations
@@ -81,20 +84,29 @@ def parse_size(value: object, key: str = "size") -> float:
 
 
 class DirectionQuotas(Schema):
-    """``{incoming: 5TiB, outgoing: 1TiB}``; a direction left out has no quota."""
+    """``{incoming: 5TiB, outgoing: null}``: the directions named, ``null`` for no quota; a
+    direction left out keeps the quota of the level below (see ``over``)."""
 
     unknown_key: ClassVar[str] = "unknown direction (use {known})"
 
     incoming: Size | None = None
     outgoing: Size | None = None
 
-    def quota(self) -> Quota:
-        return {d: size for d in DIRECTIONS if (size := getattr(self, d)) is not None}
+    def over(self, below: Quota) -> Quota:
+        """``below`` with the directions named here put in its place (``null``: no quota)."""
+        merged = {**below, **{d: getattr(self, d) for d in self.model_fields_set}}
+        return {d: size for d in DIRECTIONS if (size := merged.get(d)) is not None}
+
+
+_NO_DIRECTION = "names no direction: give a size, or incoming and outgoing (null: no quota)"
 
 
 def _same_for_both(value: object) -> object:
     # A plain size is checked here, so that its mistake names the quota, not a direction.
     if isinstance(value, dict):
+        if not value:
+            # It would set nothing, though it reads as "no quota" (which is null per direction).
+            raise ValueError(_NO_DIRECTION)
         return value
     return dict.fromkeys(DIRECTIONS, size_bytes(value))
 
@@ -142,7 +154,7 @@ class QuotaOverride(Schema):
 
 
 class QuotaFile(Schema):
-    """The quota file: ``default`` replaces the setting's quota; ``servers`` overrides it."""
+    """The quota file: ``default`` over the setting's quota, ``servers`` over that."""
 
     unknown_key: ClassVar[str] = "unknown key (expected the keys 'default' and 'servers')"
 
@@ -153,7 +165,8 @@ class QuotaFile(Schema):
 @dataclass(frozen=True)
 class Rule:
     """One override: the servers whose hostname matches ``hostname`` (a glob, in any case), or
-    the server whose id is ``server_id`` (exactly); a rule has one of the two."""
+    the server whose id is ``server_id`` (exactly); a rule has one of the two. ``quota`` is
+    their whole quota, the default's directions already filled in."""
 
     quota: Quota
     hostname: str | None = None
@@ -182,16 +195,15 @@ class Quotas:
 
 
 def load_quotas(default_bytes: float | None, path: Path | None) -> Quotas:
-    """The quotas: ``default_bytes`` for every direction, unless the file at ``path`` says
-    otherwise; ``QuotaError`` if the file cannot be used."""
+    """The quotas: ``default_bytes`` for every direction, under the file at ``path`` (each
+    direction falls back on its own); ``QuotaError`` if the file cannot be used."""
     default: Quota = dict.fromkeys(DIRECTIONS, default_bytes) if default_bytes else {}
     if path is None:
         return Quotas(default)
     document = load_file(path, QuotaFile, QuotaError)
-    if "default" in document.model_fields_set:
-        default = document.default.quota()
+    default = document.default.over(default)
     rules = tuple(
-        Rule(quota=entry.quota.quota(), hostname=entry.hostname, server_id=entry.server_id)
+        Rule(quota=entry.quota.over(default), hostname=entry.hostname, server_id=entry.server_id)
         for entry in document.servers or ()
     )
     return Quotas(default, rules)

@@ -169,7 +169,8 @@ def test_load_reads_each_file_once_and_gets_the_numbers_right(
     assert for_server(Server(id="7", hostname="web-1")) == {"incoming": 20 * TIB,
                                                            "outgoing": 20 * TIB}  # fmt: skip
     assert for_server(Server(id="42", hostname="db-1")) == {"incoming": TIB, "outgoing": TIB}
-    assert for_server(Server(id="8", hostname="db-2")) == {"outgoing": 5e12}
+    assert for_server(Server(id="8", hostname="db-2")) == {"incoming": 20 * TIB,
+                                                          "outgoing": 5e12}  # fmt: skip
     assert config.auth is not None
     assert config.auth.users == {"prometheus"}
     assert dict(config.headers) == {"X-Content-Type-Options": "nosniff"}

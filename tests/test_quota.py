@@ -54,7 +54,7 @@ def test_quota_file_overrides_first_match_wins(tmp_path: Path) -> None:
     db = Server(id="2", hostname="db-main")
     special = Server(id="42", hostname="db-x")
     assert quotas.for_server(web) == {"incoming": 20 * 2**40, "outgoing": 20 * 2**40}
-    assert quotas.for_server(db) == {"outgoing": 5 * 2**40}
+    assert quotas.for_server(db) == {"incoming": 20 * 2**40, "outgoing": 5 * 2**40}
     assert quotas.for_server(special) == {"incoming": 2**40, "outgoing": 2**40}
 
 
@@ -119,6 +119,9 @@ def _quota_error(tmp_path: Path, content: str) -> QuotaError:
     return caught.value
 
 
+_NO_DIRECTION = "names no direction: give a size, or incoming and outgoing (null: no quota)"
+
+
 @pytest.mark.parametrize(
     ("content", "key", "problem"),
     [
@@ -142,6 +145,8 @@ def _quota_error(tmp_path: Path, content: str) -> QuotaError:
          "must not be empty (it would match no server)"),
         ("servers: [1TiB]\n", "servers[0]", "must be a mapping of keys to values"),
         ("servers:\n  - id: 1\n", "servers[0].quota", "is required"),
+        ("servers:\n  - id: 1\n    quota: {}\n", "servers[0].quota", _NO_DIRECTION),
+        ("default: {}\n", "default", _NO_DIRECTION),
         ("servers:\n  - id: 1\n    quota: 1TiB\n    hostnme: a\n", "servers[0].hostnme",
          "unknown key (known: hostname, id, quota)"),
         ("- 1TiB\n", "", "must be a mapping of keys to values"),
@@ -183,9 +188,13 @@ def test_an_unreadable_file_names_the_file(tmp_path: Path) -> None:
     assert str(caught.value) == f"cannot read {missing}: No such file or directory"
 
 
-def test_ids_may_be_numbers_and_an_empty_mapping_means_no_quota(tmp_path: Path) -> None:
+def test_ids_may_be_numbers_and_null_means_no_quota(tmp_path: Path) -> None:
     path = tmp_path / "q.yml"
-    path.write_text("servers:\n  - id: 42\n    quota: {}\n  - hostname: 'web-*'\n    quota: 1TB\n")
+    path.write_text(
+        "servers:\n"
+        "  - id: 42\n    quota: {incoming: null, outgoing: null}\n"
+        "  - hostname: 'web-*'\n    quota: 1TB\n"
+    )
     quotas = load_quotas(5e12, path)
     assert quotas.rules == (
         Rule(quota={}, server_id="42"),
@@ -193,6 +202,37 @@ def test_ids_may_be_numbers_and_an_empty_mapping_means_no_quota(tmp_path: Path) 
     )
     assert quotas.default == {"incoming": 5e12, "outgoing": 5e12}
     assert quotas.for_server(Server(id="42", hostname="web-1")) == {}
+
+
+@pytest.mark.parametrize(
+    ("default", "rule", "expected"),
+    [
+        # A direction a rule leaves out keeps the default's quota for that direction...
+        ("", "{outgoing: 5TiB}", {"incoming": 2e12, "outgoing": 5 * 2**40}),
+        # ...and null says that it has none.
+        ("", "{incoming: null, outgoing: 5TiB}", {"outgoing": 5 * 2**40}),
+        # The file's default falls back the same way to EVOTIC_TRAFFIC_QUOTA_BYTES.
+        ("default: {incoming: 3TB}\n", "{outgoing: 5TB}", {"incoming": 3e12, "outgoing": 5e12}),
+        ("default: {incoming: null}\n", "{outgoing: 5TB}", {"outgoing": 5e12}),
+        ("default: 3TB\n", "{incoming: 1TB}", {"incoming": 1e12, "outgoing": 3e12}),
+        ("default: 3TB\n", "4TB", {"incoming": 4e12, "outgoing": 4e12}),
+    ],
+)
+def test_a_direction_left_out_falls_back_to_the_level_below(
+    tmp_path: Path, default: str, rule: str, expected: dict[str, float]
+) -> None:
+    path = tmp_path / "q.yml"
+    path.write_text(f"{default}servers:\n  - hostname: 'db-*'\n    quota: {rule}\n")
+    assert load_quotas(2e12, path).for_server(Server(id="1", hostname="db-1")) == expected
+
+
+def test_the_file_default_alone_falls_back_to_the_setting(tmp_path: Path) -> None:
+    path = tmp_path / "q.yml"
+    path.write_text("default: {outgoing: 7TB}\n")
+    assert load_quotas(2e12, path).default == {"incoming": 2e12, "outgoing": 7e12}
+    assert load_quotas(None, path).default == {"outgoing": 7e12}
+    path.write_text("servers: []\n")
+    assert load_quotas(2e12, path).default == {"incoming": 2e12, "outgoing": 2e12}
 
 
 def test_parse_size_errors_carry_the_key_and_the_problem() -> None:
