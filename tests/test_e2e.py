@@ -253,6 +253,53 @@ def test_bad_settings_exit_2_with_one_line(args: list[str], env: dict[str, str],
     assert TOKEN not in result.stderr
 
 
+def test_a_quota_file_mistake_exits_2_naming_the_file_and_the_key(tmp_path: Path) -> None:
+    quotas = tmp_path / "quotas.yml"
+    quotas.write_text("servers:\n  - hostname: [db-1, db-2]\n    quota: 1TiB\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--demo", "--traffic.quota-file", str(quotas)],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd=ROOT, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].endswith(f"{quotas}: servers[0].hostname: must be a string")
+
+
+def test_quota_file_rules_reach_the_exposition(tmp_path: Path) -> None:
+    with simulator(tmp_path, "--servers", "6", token=TOKEN) as sim:
+        first, second, third, *rest = _state(sim.url)["servers"]
+        assert first["hostname"] != first["hostname"].upper()
+        quotas = tmp_path / "quotas.yml"
+        quotas.write_text(
+            "default: {incoming: 3TB}\n"
+            "servers:\n"
+            f"  - hostname: '{first['hostname'].upper()}'\n    quota: {{outgoing: 1TB}}\n"
+            f"  - id: {second['id']}\n    quota: {{incoming: null, outgoing: 2TB}}\n"
+            f"  - id: '{third['id']}'\n    quota: {{incoming: null}}\n"
+        )
+        args = _args(sim.url, "--traffic.quota-bytes", "5TB", "--traffic.quota-file", str(quotas))
+        with exporter(tmp_path, *args, env={"EVOTIC_API_TOKEN": TOKEN}) as exp:
+            samples = scrape(exp.url)
+    found = {
+        (s.labels["server_id"], s.labels["direction"]): s.value
+        for s in samples if s.name == "evotic_server_traffic_quota_bytes"
+    }  # fmt: skip
+    expected = {
+        # A hostname matches in any case; the direction a rule leaves out keeps the default.
+        (str(first["id"]), "incoming"): 3e12, (str(first["id"]), "outgoing"): 1e12,
+        # null: no quota, so no series.
+        (str(second["id"]), "outgoing"): 2e12,
+        # The file's default names incoming only; outgoing falls back to the setting.
+        (str(third["id"]), "outgoing"): 5e12,
+    }  # fmt: skip
+    for server in rest:
+        expected[str(server["id"]), "incoming"] = 3e12
+        expected[str(server["id"]), "outgoing"] = 5e12
+    assert found == expected
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_cleanly_within_five_seconds(tmp_path: Path, signum: int) -> None:
     with (
