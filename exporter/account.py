@@ -54,7 +54,7 @@ class Account:
 
     def view(self) -> View:
         health = assess(self.poller.state, self._clock(), self._stale_after)
-        self.metrics.serving(health.servers)
+        self.metrics.serving(health.servers, health.kept)
         return View(self.cache.get(health.snapshot), health)
 
     def alive(self) -> bool:

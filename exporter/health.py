@@ -16,8 +16,9 @@ class Health:
     """What a scrape serves and what ``/readyz`` says.
 
     ``snapshot`` is the snapshot whose series are served, ``None`` when there is none yet or
-    it is too old to trust; ``servers`` is what ``evotic_servers`` reports: the servers the
-    served snapshot's poll listed validly.
+    it is too old to trust; ``servers`` is what ``evotic_servers`` reports: every server of the
+    served snapshot, so every server with per-server series; ``kept`` is how many of them are
+    served from their last valid record (``evotic_servers_kept``).
     """
 
     ready: bool
@@ -26,7 +27,11 @@ class Health:
 
     @property
     def servers(self) -> int:
-        return 0 if self.snapshot is None else self.snapshot.listed
+        return 0 if self.snapshot is None else len(self.snapshot.servers)
+
+    @property
+    def kept(self) -> int:
+        return 0 if self.snapshot is None else self.snapshot.kept
 
 
 def assess(state: PollState, now: float, stale_after: float) -> Health:

@@ -283,11 +283,22 @@ UP = MetricDef(
     "evotic_up", "gauge", "1 when the last poll of the API succeeded, else 0.", per_server=False
 )
 SERVERS = MetricDef(
-    "evotic_servers", "gauge", "Servers in the snapshot being served.", per_server=False
-)
+    "evotic_servers", "gauge",
+    "Servers exported with per-server series, those in evotic_servers_kept included; "
+    "0 while no data is served (stale or not yet polled).",
+    per_server=False,
+)  # fmt: skip
 SERVERS_REJECTED = MetricDef(
     "evotic_servers_rejected", "gauge",
-    "Listed server records set aside by the last successful poll (invalid or duplicate).",
+    "Server records the last successful poll set aside, invalid or repeating an id. A repeated "
+    "id's server is exported from its first record; an invalid record's server from its last "
+    "valid record if the previous successful poll had one (evotic_servers_kept), else not at all.",
+    per_server=False,
+)  # fmt: skip
+SERVERS_KEPT = MetricDef(
+    "evotic_servers_kept", "gauge",
+    "Servers among evotic_servers exported from their last valid record, because the last "
+    "successful poll set their current record aside; 0 while no data is served.",
     per_server=False,
 )  # fmt: skip
 LAST_SUCCESS = MetricDef(
@@ -327,8 +338,8 @@ BUILD_INFO = MetricDef(
 )  # fmt: skip
 
 EXPORTER_METRICS: tuple[MetricDef, ...] = (
-    UP, SERVERS, SERVERS_REJECTED, LAST_SUCCESS, POLL_DURATION, POLL_PHASE, POLL_ERRORS,
-    API_REQUESTS, API_DURATION, BUILD_INFO,
+    UP, SERVERS, SERVERS_REJECTED, SERVERS_KEPT, LAST_SUCCESS, POLL_DURATION, POLL_PHASE,
+    POLL_ERRORS, API_REQUESTS, API_DURATION, BUILD_INFO,
 )  # fmt: skip
 
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -26,6 +26,7 @@ from exporter.metrics import (
     POLL_PHASE,
     REQUEST_BUCKETS,
     SERVERS,
+    SERVERS_KEPT,
     SERVERS_REJECTED,
     UP,
 )
@@ -44,6 +45,7 @@ class AccountMetrics:
         self._up = Gauge(UP.name, UP.help, registry=registry)
         self._servers = Gauge(SERVERS.name, SERVERS.help, registry=registry)
         self._rejected = Gauge(SERVERS_REJECTED.name, SERVERS_REJECTED.help, registry=registry)
+        self._kept = Gauge(SERVERS_KEPT.name, SERVERS_KEPT.help, registry=registry)
         # Absent, not 0, until there is something to say: registered on first use.
         self._last_success = Gauge(LAST_SUCCESS.name, LAST_SUCCESS.help, registry=None)
         self._duration = Gauge(POLL_DURATION.name, POLL_DURATION.help, registry=None)
@@ -90,9 +92,11 @@ class AccountMetrics:
         self._requests.labels(endpoint, code).inc()
         self._request_seconds.labels(endpoint).observe(seconds)
 
-    def serving(self, servers: int) -> None:
-        """How many servers the scrape being answered serves (0 when the data is stale)."""
+    def serving(self, servers: int, kept: int) -> None:
+        """How many servers the scrape being answered exports, and how many of them are kept
+        from their last valid record (both 0 when the data is stale)."""
         self._servers.set(servers)
+        self._kept.set(kept)
 
 
 def process_registry(version: str) -> CollectorRegistry:

@@ -122,6 +122,9 @@ def test_duplicate_ids_are_set_aside_and_the_first_record_kept(stack: Stack) -> 
         assert one(samples, "evotic_up") == 1
         assert _served(stack) == truth
         assert not [s for s in samples if s.labels.get("hostname", "").endswith("-twin")]
+        # A duplicate's server is exported from its first record: counted, and not kept.
+        assert one(samples, "evotic_servers") == len(truth)
+        assert one(samples, "evotic_servers_kept") == 0
     finally:
         _recovers(stack)
     wait_until(lambda: one(scrape(stack.exp.url), "evotic_servers_rejected") == 0)

@@ -78,10 +78,11 @@ def test_recovery_is_ready_at_once() -> None:
     assert assess(state, now=T0 + 4001, stale_after=STALE_AFTER).ready
 
 
-def test_servers_counts_what_the_poll_listed() -> None:
-    # Two records set aside keep their last good data; evotic_servers counts the listed ones.
+def test_servers_counts_every_exported_server_and_kept_those_on_their_last_good_record() -> None:
+    # Two records set aside keep their last good data: they are exported, so they are counted.
     state = PollState(_snapshot(listed=3, kept=2), _success(T0))
     health = assess(state, now=T0, stale_after=STALE_AFTER)
-    assert health.servers == 3
     assert health.snapshot is not None
-    assert len(health.snapshot.servers) == 5
+    assert (health.servers, health.kept) == (len(health.snapshot.servers), 2) == (5, 2)
+    stale = assess(state, now=T0 + STALE_AFTER + 1, stale_after=STALE_AFTER)
+    assert (stale.servers, stale.kept) == (0, 0)

@@ -210,16 +210,16 @@ def test_request_histogram_buckets() -> None:
 
 def test_serving_reports_what_the_scrape_serves() -> None:
     metrics = AccountMetrics()
-    assert value(metrics, "evotic_servers") == 0
-    metrics.serving(12)
-    assert value(metrics, "evotic_servers") == 12
-    metrics.serving(0)
-    assert value(metrics, "evotic_servers") == 0
+    assert (value(metrics, "evotic_servers"), value(metrics, "evotic_servers_kept")) == (0, 0)
+    metrics.serving(12, 3)
+    assert (value(metrics, "evotic_servers"), value(metrics, "evotic_servers_kept")) == (12, 3)
+    metrics.serving(0, 0)
+    assert (value(metrics, "evotic_servers"), value(metrics, "evotic_servers_kept")) == (0, 0)
 
 
 def test_each_account_has_a_registry_of_its_own() -> None:
     first, second = AccountMetrics(), AccountMetrics()
-    first.serving(5)
+    first.serving(5, 1)
     first.poll_finished(Outcome(T0, 1.0), Snapshot(servers=(), taken_at=T0))
     assert value(second, "evotic_servers") == 0
     assert LAST_SUCCESS.name not in sample_names(second)

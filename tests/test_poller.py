@@ -13,10 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.account import Account
 from exporter.api.client import EvoticClient
 from exporter.api.token import TokenSource
 from exporter.logging import Redactor
+from exporter.own_metrics import AccountMetrics
 from exporter.poller import Poller, PollSettings
 from exporter.quota import Quotas, billing_period
 from exporter.snapshot import PollState
@@ -393,3 +397,83 @@ def test_outage_is_counted_from_the_last_success() -> None:
         asyncio.run(scenario())
     [recovered] = [entry for entry in logs if entry["event"] == "poll recovered"]
     assert recovered["outage_seconds"] == 170.0
+
+
+# ------------------------------------------------------------------ what the counts say
+# The whole account in process: poller -> exposition cache -> own metrics, read back from the
+# bytes a scrape would get.
+
+
+def _exported(account: Account) -> tuple[set[str], dict[str, float]]:
+    """The server ids with per-server series in the body a scrape gets now, and the counts."""
+    view = account.view()
+    body = view.exposition.text.decode()
+    ids = {
+        sample.labels["server_id"]
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if "server_id" in sample.labels
+    }
+    own = generate_latest(account.metrics.registry).decode()
+    counts = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(own)
+        for sample in family.samples
+        if sample.name.startswith("evotic_servers")
+    }
+    return ids, counts
+
+
+def test_counts_say_what_is_exported_when_records_are_set_aside() -> None:
+    listing = [{"id": n, "hostname": f"host-{n}", "status": "started"} for n in range(1, 9)]
+    # Server 2's record turns bad (it keeps its last good one), 3 is listed twice (its first
+    # record is used), and 9 was never valid (nothing to keep: not exported).
+    set_aside = [
+        listing[0],
+        {"id": 2, "hostname": 7},
+        *listing[2:],
+        {"id": 3, "hostname": "host-3-again"},
+        {"id": 9, "hostname": ["never"]},
+    ]
+    new_only = [*listing, {"id": 10, "hostname": None}]  # only a new server's record is bad
+    answers = iter([listing, set_aside, new_only, listing])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=next(answers))
+
+    clock = Clock()
+    seen: list[tuple[set[str], dict[str, float]]] = []
+
+    async def scenario() -> None:
+        token = TokenSource(Redactor(), token=SIM_TOKEN)
+        client = EvoticClient("http://sim/api/v1", token, timeout=5, user_agent="t",
+                              transport=httpx.MockTransport(handler), sleep=_no_wait)  # fmt: skip
+        settings = PollSettings(interval=60, stale_after=600)
+        account = Account(client, token, settings, AccountMetrics(), clock=clock)
+        for _ in range(4):
+            assert await account.poller.poll_once()
+            seen.append(_exported(account))
+            clock.now += 60
+        clock.now += 600  # no successful poll for longer than stale_after
+        seen.append(_exported(account))
+        await account.stop()
+
+    with structlog.testing.capture_logs():
+        asyncio.run(scenario())
+    everyone = {str(n) for n in range(1, 9)}
+
+    def counts(servers: int, rejected: int, kept: int) -> dict[str, float]:
+        return {"evotic_servers": servers, "evotic_servers_rejected": rejected,
+                "evotic_servers_kept": kept}  # fmt: skip
+
+    good, kept, new, recovered, stale = seen
+    assert good == (everyone, counts(8, 0, 0))
+    # Three records set aside; server 2 is exported from its last good record and counted.
+    assert kept == (everyone, counts(8, 3, 1))
+    # One record set aside, for a server never seen valid: not exported, not counted.
+    assert new == (everyone, counts(8, 1, 0))
+    assert recovered == (everyone, counts(8, 0, 0))
+    # Stale data: no per-server series, so no server is counted as exported either.
+    assert stale == (set(), counts(0, 0, 0))
+    for ids, found in seen:
+        assert found["evotic_servers"] == len(ids)
