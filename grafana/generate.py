@@ -616,7 +616,8 @@ def fleet() -> model.Dashboard:
         row("Fleet"),
         *sized(
             4, 4,
-            stat("Servers", "Servers in the last successful poll of every selected exporter.",
+            stat("Servers", "Servers exported by every selected exporter, those served from "
+                 "their last valid record included.",
                  [Query(f"sum({sel('evotic_servers')})")], "short", colored=False),
             stat("Running", "Servers whose status is started.",
                  [Query(f"sum({sel('evotic_server_running')})")], "short", colored=False),
@@ -931,11 +932,14 @@ def exporter() -> model.Dashboard:
             stat("Data age", "Time since the last successful poll. At 10 minutes "
                  "(--poll.stale-after) the exporter stops serving server data.",
                  [Query(age, "{{instance}}")], "s", thresholds=DATA_AGE),
-            stat("Servers", "Servers in the last successful poll.",
+            stat("Servers", "Servers exported (evotic_servers), those served from their last "
+                 "valid record included.",
                  [Query(sel("evotic_servers"), "{{instance}}")], "short", colored=False),
-            stat("Records set aside", "Server records in the last listing that were invalid or "
-                 "duplicates, and left out.",
-                 [Query(sel("evotic_servers_rejected"), "{{instance}}")], "short",
+            stat("Records set aside", "Server records the last successful poll set aside as "
+                 "invalid or duplicates (set aside), and the exported servers served from their "
+                 "last valid record because of it (kept).",
+                 [Query(sel("evotic_servers_rejected"), "{{instance}} set aside"),
+                  Query(sel("evotic_servers_kept"), "{{instance}} kept")], "short",
                  thresholds=steps(("orange", 1))),
             stat("Version", "The exporter's version.",
                  [Query(sel("evotic_exporter_build_info"), "{{version}}")], "none",
