@@ -32,6 +32,7 @@ from exporter.config import (
     check_environment,
     check_sources,
     describe_setting,
+    format_address,
     parse_listen_address,
     read_quotas,
     validation_problems,
@@ -182,14 +183,14 @@ async def run(settings: Settings, quotas: Quotas, web: WebConfig) -> int:
         try:
             sock = bind_socket(host, port)
         except OSError as error:
-            log.error("cannot listen", address=settings.listen_address, error=error.strerror)
+            log.error("cannot listen", address=format_address(host, port), error=error.strerror)
             return 1
         server = AsgiServer(app, sock, ssl_context=web.ssl_context)
         await server.start()
         started.push_async_callback(server.stop)
         account.start()
-        log.info("listening", address=f"{host}:{server.port}", api=api_url, demo=settings.demo,
-                 version=__version__, tls=web.tls, client_auth=web.client_auth,
+        log.info("listening", address=format_address(host, server.port), api=api_url,
+                 demo=settings.demo, version=__version__, tls=web.tls, client_auth=web.client_auth,
                  basic_auth=web.auth is not None)  # fmt: skip
 
         stop = asyncio.Event()

@@ -8,6 +8,8 @@ problem is a ``Problem`` naming its field; the line is built from those fields, 
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,12 +179,58 @@ def read_quotas(settings: Settings) -> Quotas:
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6, ``:port`` for every interface)."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"expected host:port, got {address!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port_text)
+    """Split ``host:port`` (``[v6]:port`` for IPv6, ``:port`` for every IPv4 interface).
+
+    Each way the address can be wrong raises a ``ValueError`` of its own, one line that says
+    what to write instead; the settings report it as the listen address's problem.
+    """
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"{address!r} has no ']' to close the IPv6 address")
+        if not _is_ipv6(host):
+            raise ValueError(f"brackets are for IPv6 addresses only, not {host!r}")
+        if not rest:
+            raise ValueError(f"no port: expected host:port, as in [{host}]:{DEFAULT_PORT}")
+        if not rest.startswith(":"):
+            raise ValueError(f"expected a colon and a port after [{host}], got {rest!r}")
+        return host, _port(rest[1:])
+    host, colon, port_text = address.rpartition(":")
+    if not colon:
+        raise ValueError(
+            f"no port: expected host:port, as in {address or '0.0.0.0'}:{DEFAULT_PORT}"
+        )
+    if ":" in host:
+        if _is_ipv6(host):
+            raise ValueError(f"IPv6 addresses need brackets: [{host}]:{port_text}")
+        if _is_ipv6(address):
+            raise ValueError(f"IPv6 addresses need brackets and a port: [{address}]:{DEFAULT_PORT}")
+        raise ValueError(f"the host {host!r} has a stray colon")
+    return host or "0.0.0.0", _port(port_text)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _port(text: str) -> int:
+    if not text:
+        raise ValueError("no port after the colon")
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise ValueError(f"port {text!r} is not a number")
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return port
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port`` as a user would write it again: ``[::1]:19875`` for an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 OPTIONS: tuple[Option, ...] = (

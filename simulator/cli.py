@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-from exporter.config import parse_listen_address
+from exporter.config import format_address, parse_listen_address
 from exporter.webserver import quiet_server_loggers
 from simulator.faults import FAULT_KINDS, Scope
 from simulator.runner import RunningSimulator, SimulatorOptions, start_simulator
@@ -101,7 +101,7 @@ async def _serve(
     try:
         simulator: RunningSimulator = await start_simulator(options, host, port)
     except OSError as error:
-        log.error("cannot listen on %s:%s: %s", host, port, error.strerror)
+        log.error("cannot listen on %s: %s", format_address(host, port), error.strerror)
         return 1
     for kind, scope in faults:
         simulator.faults.add(kind, scope)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from exporter.config import format_address
 from exporter.webserver import AsgiServer, bind_socket
 from simulator.app import SimulatorApp
 from simulator.control import CONTROL_PREFIX
@@ -52,7 +53,7 @@ class RunningSimulator:
         self.faults: FaultSet = app.faults
         self.token = token
         self.port = server.port
-        origin = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        origin = f"http://{format_address(host, self.port)}"
         self.url = f"{origin}/api/v1"
         self.control_url = f"{origin}{CONTROL_PREFIX}"
 

@@ -88,6 +88,7 @@ def _one_line(text: str) -> str:
          "EVOTIC_TRAFFIC_QUOTA_FILE (--traffic.quota-file)"),
         (["--api.token", CANARY, "--web.config.file", "/nonexistent/web.yml"],
          "EVOTIC_WEB_CONFIG_FILE (--web.config.file)"),
+        (["--demo", "--web.listen-address", "[::1]:70000"], "port 70000 is out of range 0-65535"),
     ],
 )  # fmt: skip
 def test_main_exits_2_with_one_line_for_bad_settings(
@@ -261,6 +262,28 @@ def test_run_serves_the_demo_until_sigterm(capsys: pytest.CaptureFixture[str]) -
     events = [line["event"] for line in _log_lines(capsys.readouterr().err)]
     assert "shutting down" in events
     assert "first poll succeeded" in events
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_an_ipv6_listen_address_is_logged_in_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = load(["--demo", "--web.listen-address", "[::1]:0", "--log.format", "json"])
+
+    async def scenario() -> tuple[int, str, str]:
+        task = asyncio.create_task(run(loaded.settings, loaded.quotas, WebConfig()))
+        lines = await _listening(capsys, task)
+        [listening] = [line for line in lines if line["event"] == "listening"]
+        address = listening["address"]
+        # Written as logged, the address is a URL's authority that reaches the exporter.
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=5) as http:
+            health = (await _until(http, "/healthz")).text
+        os.kill(os.getpid(), signal.SIGTERM)
+        return await asyncio.wait_for(task, timeout=10), address, health
+
+    code, address, health = asyncio.run(scenario())
+    assert code == 0
+    assert address.startswith("[::1]:")
+    assert int(address.removeprefix("[::1]:")) > 0
+    assert health == "ok\n"
 
 
 @pytest.mark.usefixtures("_restore_logging")

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import SettingsError, build_parser, load_settings
-from exporter.config import OPTIONS, Settings
+from exporter.config import (
+    OPTIONS,
+    Settings,
+    describe_setting,
+    format_address,
+    parse_listen_address,
+)
 
 SECRET = "canary-Settings-9d1f"
 
@@ -72,6 +78,49 @@ def test_invalid_settings_give_one_line_without_the_secret(argv: list[str], expe
     assert expected in message
     assert "\n" not in message
     assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("0.0.0.0:70000", "port 70000 is out of range 0-65535"),
+        ("127.0.0.1:-1", "port -1 is out of range 0-65535"),
+        ("127.0.0.1:http", "port 'http' is not a number"),
+        ("127.0.0.1:", "no port after the colon"),
+        ("nowhere", "no port: expected host:port, as in nowhere:19875"),
+        ("[::1]", "no port: expected host:port, as in [::1]:19875"),
+        ("::1:19879", "IPv6 addresses need brackets: [::1]:19879"),
+        ("fe80::1", "IPv6 addresses need brackets and a port: [fe80::1]:19875"),
+        ("[::1:19875", "'[::1:19875' has no ']' to close the IPv6 address"),
+        ("[::1]19875", "expected a colon and a port after [::1], got '19875'"),
+        ("[127.0.0.1]:80", "brackets are for IPv6 addresses only, not '127.0.0.1'"),
+        ("localhost:80:90", "the host 'localhost:80' has a stray colon"),
+    ],
+)
+def test_a_bad_listen_address_gets_one_line_saying_what_is_wrong(
+    address: str, problem: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["--demo", "--web.listen-address", address])
+    assert str(caught.value) == f"invalid setting {describe_setting('listen_address')}: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("address", "host", "port", "shown"),
+    [
+        ("[::1]:19875", "::1", 19875, "[::1]:19875"),
+        ("[::]:0", "::", 0, "[::]:0"),
+        (":19875", "0.0.0.0", 19875, "0.0.0.0:19875"),
+        ("localhost:65535", "localhost", 65535, "localhost:65535"),
+    ],
+)
+def test_a_listen_address_is_shown_as_it_can_be_written_again(
+    address: str, host: str, port: int, shown: str
+) -> None:
+    assert load_settings(["--demo", "--web.listen-address", address]).listen_address == address
+    assert parse_listen_address(address) == (host, port)
+    assert format_address(host, port) == shown
+    assert parse_listen_address(shown) == (host, port)
 
 
 def test_token_file_must_not_be_empty(tmp_path: Path) -> None:
