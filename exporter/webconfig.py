@@ -2,7 +2,7 @@
 
 The format is the Prometheus exporter-toolkit's, so one file can serve this exporter and the
 Go exporters next to it. The file is read once, at start-up, and everything in it is checked
-and built there: certificates are loaded into an ``ssl.SSLContext`` and every password must be
+and built there: certificates are loaded into an ``HttpsContext`` and every password must be
 a bcrypt hash, so a mistake stops the exporter with one line instead of failing a scrape later.
 A key of that format which this exporter cannot honour is refused by name, never ignored.
 
@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from exporter.schema import FileError, KeyProblem, Schema, load_file, one_of
+from exporter.webserver import HttpsContext
 
 REALM = "evotic-exporter"
 CHALLENGE = f'Basic realm="{REALM}"'.encode("ascii")
@@ -194,7 +195,7 @@ class WebConfig:
     The default is what no file means: plain HTTP, no authentication, no extra headers.
     """
 
-    ssl_context: ssl.SSLContext | None = None
+    ssl_context: HttpsContext | None = None
     client_auth: str = "NoClientCert"
     auth: BasicAuth | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -430,7 +431,7 @@ def _readable(name: str | None, key: str, config: Path) -> Path | None:
     return path
 
 
-def _tls_context(tls: TlsServerConfig, config: Path) -> ssl.SSLContext:
+def _tls_context(tls: TlsServerConfig, config: Path) -> HttpsContext:
     """The server's ``SSLContext``; ``config`` is the web configuration file, for errors."""
     cert_file = _readable(tls.cert_file, "cert_file", config)
     key_file = _readable(tls.key_file, "key_file", config)
@@ -438,7 +439,7 @@ def _tls_context(tls: TlsServerConfig, config: Path) -> ssl.SSLContext:
     if cert_file is None or key_file is None:  # the schema asks for both already
         raise _tls_error(config, None, "cert_file and key_file are both required")
 
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = HttpsContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
     try:

@@ -5,7 +5,8 @@ handles SIGTERM itself. Hypercorn's ``serve()`` installs no signal handlers when
 shutdown trigger, and its settings bound what a slow or hostile client can hold: a deadline for
 each request head, a TLS handshake deadline, a cap on an incomplete head and a bounded graceful
 shutdown. The two limits it has no setting for (a whole head that arrives in one read, and the
-number of requests served at once) are checked by ``Guard`` in the ASGI layer.
+number of requests served at once) are checked by ``Guard`` in the ASGI layer. A plain HTTP
+request on a TLS port is answered with 400 by ``HttpsContext``, below Hypercorn.
 """
 
 from __future__ import annotations
@@ -94,6 +95,73 @@ async def _refuse(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# The words Go's net/http answers with (server.go), which operators of Go exporters know already.
+PLAIN_HTTP_HINT = b"Client sent an HTTP request to an HTTPS server.\n"
+PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: " + str(len(PLAIN_HTTP_HINT)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n" + PLAIN_HTTP_HINT
+)
+
+
+class _AnswersPlainHttp(ssl.SSLObject):
+    """One connection's TLS state; a handshake that turns out to be plain HTTP gets the 400.
+
+    ``answer_to`` is the connection's outgoing BIO, set by ``HttpsContext.wrap_bio``.
+    """
+
+    answer_to: ssl.MemoryBIO | None = None
+    _refused: ssl.SSLError | None = None
+
+    def do_handshake(self) -> None:
+        if self._refused is not None:
+            raise self._refused
+        try:
+            super().do_handshake()
+        except ssl.SSLError as error:
+            if error.reason != "HTTP_REQUEST" or self.answer_to is None:
+                raise
+            self._refused = error
+            self.answer_to.write(PLAIN_HTTP_ANSWER)
+            # "Wants to read" makes the caller send what the outgoing BIO holds, the answer,
+            # and wait for the client, who closes after "connection: close"; the handshake
+            # deadline closes one that does not, and anything it sends fails as before.
+            raise ssl.SSLWantReadError("answered plain HTTP on a TLS port") from None
+
+
+class HttpsContext(ssl.SSLContext):
+    """A server ``SSLContext`` whose connections answer a plain HTTP request with 400.
+
+    OpenSSL recognises a first record that begins like an HTTP request (``GET``, ``HEAD``,
+    ``POST``, ``PUT``) and fails the handshake with the reason ``HTTP_REQUEST``; asyncio
+    then drops the connection without a word, and someone who wrote http:// for https://
+    sees an empty reply. Through the ssl module's hooks for memory BIOs (``wrap_bio``,
+    ``sslobject_class``) each connection's ``SSLObject`` writes a plain-text 400 into its
+    outgoing BIO instead. Only the handshake goes through Python code of its own here:
+    reading and writing after it are the ``SSLObject``'s own.
+
+    Peeking at each connection's first byte in an accept loop of the exporter's own would
+    need a way to hand the accepted connection on to Hypercorn, and its public API serves
+    listening sockets only.
+    """
+
+    sslobject_class = _AnswersPlainHttp
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        tls = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        if server_side and isinstance(tls, _AnswersPlainHttp):
+            tls.answer_to = outgoing
+        return tls
+
+
 class _Config(hypercorn.config.Config):
     """Hypercorn's settings, serving the ``SSLContext`` the exporter built.
 
@@ -102,7 +170,7 @@ class _Config(hypercorn.config.Config):
     configuration made, and may load new certificates into, is the one that serves.
     """
 
-    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, ssl_context: HttpsContext | None) -> None:
         self._ssl_context = ssl_context
 
     @property
@@ -140,7 +208,7 @@ class AsgiServer:
         sock: socket.socket,
         *,
         limits: ServerLimits = ServerLimits(),
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: HttpsContext | None = None,
     ) -> None:
         self._sock = sock
         self._app = Guard(app, max_head_bytes=limits.max_header_bytes,

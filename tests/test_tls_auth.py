@@ -127,9 +127,22 @@ def test_tls12_is_accepted_by_default(secured: Process, pki: Pki) -> None:
         assert ssl_object.version() == "TLSv1.2"
 
 
-def test_plain_http_on_the_tls_port_gets_no_answer(secured: Process) -> None:
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{secured.url}/healthz", timeout=10)
+def test_plain_http_on_the_tls_port_gets_400_with_a_hint(secured: Process, pki: Pki) -> None:
+    host, port = secured.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"GET /metrics HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"server.\n") and (chunk := raw.recv(4096)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert answer.endswith(b"\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+    plain = httpx.get(f"{secured.url}/healthz", timeout=10)
+    assert plain.status_code == 400
+    assert plain.text == "Client sent an HTTP request to an HTTPS server.\n"
+    # A TLS scrape right after is served as ever.
+    scraped = _get(secured, "/metrics", pki.client_context(), auth=(USER, PASSWORD))
+    assert scraped.status_code == 200
+    assert "# HELP evotic_up " in scraped.text
 
 
 def _scrapes(proc: Process, context: ssl.SSLContext, count: int) -> list[int]:

@@ -12,7 +12,16 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from exporter.webserver import AsgiServer, Receive, Scope, Send, ServerLimits, bind_socket
+from exporter.webserver import (
+    PLAIN_HTTP_HINT,
+    AsgiServer,
+    HttpsContext,
+    Receive,
+    Scope,
+    Send,
+    ServerLimits,
+    bind_socket,
+)
 
 from .test_webconfig import Pki, make_pki
 
@@ -47,7 +56,7 @@ class App:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: App, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+async def serving(app: App, ssl_context: HttpsContext | None = None) -> AsyncIterator[int]:
     server = AsgiServer(app, bind_socket("127.0.0.1", 0), limits=LIMITS, ssl_context=ssl_context)
     await server.start()
     try:
@@ -187,6 +196,12 @@ def test_start_and_stop_install_no_signal_handlers() -> None:
     asyncio.run(main())
 
 
+def https_context(pki: Pki) -> HttpsContext:
+    context = HttpsContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    return context
+
+
 @pytest.fixture(scope="module")
 def pkis(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pki, Pki]:
     return make_pki(tmp_path_factory.mktemp("pki-a")), make_pki(tmp_path_factory.mktemp("pki-b"))
@@ -194,8 +209,7 @@ def pkis(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pki, Pki]:
 
 def test_a_silent_tls_client_is_closed_at_the_handshake_deadline(pkis: tuple[Pki, Pki]) -> None:
     first, _ = pkis
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(first.server_cert, first.server_key)
+    context = https_context(first)
 
     async def main() -> None:
         async with serving(App(), context) as port:
@@ -206,8 +220,7 @@ def test_a_silent_tls_client_is_closed_at_the_handshake_deadline(pkis: tuple[Pki
 
 def test_tls_is_served_from_the_callers_context_as_it_changes(pkis: tuple[Pki, Pki]) -> None:
     first, second = pkis
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(first.server_cert, first.server_key)
+    context = https_context(first)
 
     async def get(port: int, trust: ssl.SSLContext) -> int:
         async with httpx.AsyncClient(verify=trust, timeout=5) as client:
@@ -220,5 +233,67 @@ def test_tls_is_served_from_the_callers_context_as_it_changes(pkis: tuple[Pki, P
             assert await get(port, second.client_context()) == 200
             with pytest.raises(httpx.ConnectError):
                 await get(port, first.client_context())
+
+    asyncio.run(main())
+
+
+async def plain_http_answer(port: int, request: bytes) -> tuple[bytes, float]:
+    """Send ``request`` in plain text; the whole answer, and how long the connection then
+    stays open while this client keeps its side open."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        answer = head + await asyncio.wait_for(reader.readexactly(length), 5)
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        return answer, time.monotonic() - started
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def test_plain_http_on_the_tls_port_gets_400_with_a_hint(pkis: tuple[Pki, Pki]) -> None:
+    first, _ = pkis
+
+    async def main() -> None:
+        app = App()
+        async with serving(app, https_context(first)) as port:
+            get = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            answer, held = await plain_http_answer(port, get)
+            head = await plain_http_answer(port, b"HEAD / HTTP/1.0\r\n\r\n")
+            # A TLS client right after is served as ever.
+            async with httpx.AsyncClient(verify=first.client_context(), timeout=5) as client:
+                scraped = await client.get(f"https://127.0.0.1:{port}/metrics")
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+        assert b"\r\nconnection: close\r\n" in answer
+        assert answer.endswith(b"\r\n\r\n" + PLAIN_HTTP_HINT)
+        assert PLAIN_HTTP_HINT == b"Client sent an HTTP request to an HTTPS server.\n"
+        assert head[0] == answer
+        # A client that keeps the connection after the answer is closed at the TLS handshake
+        # deadline, as a silent TLS client is.
+        assert 0.4 < held < 2.0
+        assert scraped.status_code == 200
+        assert app.requests == 1  # the plain requests never reached the application
+
+    asyncio.run(main())
+
+
+def test_bytes_neither_tls_nor_http_get_no_answer_and_a_trickle_meets_the_deadline(
+    pkis: tuple[Pki, Pki],
+) -> None:
+    first, _ = pkis
+
+    async def main() -> None:
+        async with serving(App(), https_context(first)) as port:
+            garbage = exchange(port, b"\x00\x01\x02\x03\x04\x05 not a protocol\r\n\r\n")
+            # Fewer bytes than a record header: neither TLS nor HTTP can be told yet.
+            trickle = seconds_until_closed(port, b"GE")
+            got, seconds = await asyncio.gather(garbage, trickle)
+        assert got == b""
+        assert 0.4 < seconds < 2.0
 
     asyncio.run(main())
