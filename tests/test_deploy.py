@@ -4,7 +4,8 @@ Nothing here needs a Docker engine, a cluster or systemd as init. What the image
 built the way the Dockerfile builds it (wheel, venv, install) and started from that venv; the
 rest is checked by the tools that own each format (hadolint, the compose-spec schema, promtool,
 amtool, kubernetes-validate, systemd-analyze) plus the cross-file facts no single tool sees:
-ports, paths, names and the token's route from a file into the process.
+ports, paths, names and the token's route from a file into the process. README.md's install
+recipes are run as written, in a temporary root (``Recipe``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,7 +36,9 @@ import yaml
 from exporter import __version__
 from exporter.config import DEFAULT_PORT, Settings
 
-from .processes import ROOT, free_port, wait_until
+from .processes import ROOT, free_port, simulator, wait_until
+from .scrape import one, parse, values
+from .test_webconfig import make_pki
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -47,6 +51,8 @@ K8S = DEPLOY / "kubernetes"
 K8S_BASE = K8S / "base"
 UNIT = DEPLOY / "systemd" / "evotic-exporter.service"
 UNIT_ENV = DEPLOY / "systemd" / "evotic-exporter.env"
+DROP_IN = DEPLOY / "systemd" / "evotic-exporter.service.d" / "web-config.conf"
+README = ROOT / "README.md"
 
 # An older release the manifests should still suit, and the newest kubernetes-validate knows.
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
@@ -60,8 +66,12 @@ def tool(name: str) -> str:
     return found
 
 
-def run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+def run(
+    *argv: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def load_yaml(path: Path) -> Any:
@@ -796,12 +806,16 @@ def test_generator_writes_checks_and_refuses_duplicates(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------- systemd
 
 
-def unit_entries() -> dict[str, dict[str, list[str]]]:
-    """``{section: {key: [values]}}``; keys may repeat in a unit, and an empty value resets."""
+def unit_entries(*paths: Path) -> dict[str, dict[str, list[str]]]:
+    """``{section: {key: [values]}}`` of a unit and its drop-ins (``UNIT`` alone by default).
+
+    Keys may repeat in a unit, and an empty value resets.
+    """
     sections: dict[str, dict[str, list[str]]] = {}
     current: dict[str, list[str]] = {}
     pending = ""
-    for raw in UNIT.read_text(encoding="utf-8").splitlines():
+    lines = [line for path in paths or (UNIT,) for line in path.read_text("utf-8").splitlines()]
+    for raw in lines:
         line = pending + raw.strip()
         pending = ""
         if not line or line.startswith(("#", ";")):
@@ -865,9 +879,327 @@ def test_systemd_analyze_verifies_the_unit_and_rates_it_safe(image: Image, tmp_p
         ),
         encoding="utf-8",
     )
-    result = run(analyze, "verify", str(unit), cwd=tmp_path)
+    # The drop-in beside it, where the unit search path finds it (a unit given by path alone
+    # is read without its drop-ins).
+    drop_ins = tmp_path / DROP_IN.parent.name
+    drop_ins.mkdir()
+    shutil.copy(DROP_IN, drop_ins)
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}  # the trailing ':' keeps the rest
+    result = run(analyze, "verify", str(unit), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert UNIT.name not in result.stderr, result.stderr
+    assert UNIT.name not in result.stderr, result.stderr  # also names the drop-in's path
     # Exposure is 0 (locked down) to 10 (unprotected); the threshold is in tenths.
-    result = run(analyze, "security", "--offline=true", "--threshold=15", str(unit), cwd=tmp_path)
+    result = run(analyze, "security", "--offline=true", "--threshold=15", str(unit), cwd=tmp_path,
+                 env=env)  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+
+    # The drop-in was read: a mistake in it is reported.
+    (drop_ins / DROP_IN.name).write_text(
+        DROP_IN.read_text(encoding="utf-8").replace("\nLoadCredential=", "\nLoadCredentials=", 1),
+        encoding="utf-8",
+    )
+    result = run(analyze, "verify", str(unit), cwd=tmp_path, env=env)
+    assert f"{DROP_IN.name}:" in result.stderr, result.stderr
+
+
+def unit_credentials(*paths: Path) -> dict[str, str]:
+    """``{credential ID: source file}`` of the ``LoadCredential=`` lines (``UNIT``'s by default)."""
+    return dict(entry.split(":", 1) for entry in unit_entries(*paths)["Service"]["LoadCredential"])
+
+
+def secrets_folder() -> PurePosixPath:
+    """The folder, readable by root only, whose files the unit loads as credentials."""
+    return PurePosixPath(unit_credentials()["token"]).parent
+
+
+def test_drop_in_loads_the_web_config_and_its_files_as_credentials() -> None:
+    sections = unit_entries(DROP_IN)
+    assert set(sections) == {"Service"}
+    credentials = unit_credentials(DROP_IN)
+    assert {PurePosixPath(source).parent for source in credentials.values()} == {secrets_folder()}
+    assert not set(credentials) & set(unit_credentials())
+    environment = dict(e.split("=", 1) for e in sections["Service"]["Environment"])
+    assert environment == {"EVOTIC_WEB_CONFIG_FILE": "%d/web-config.yml"}
+    assert set(sections["Service"]) == {"LoadCredential", "Environment"}
+
+    # The web configuration that README.md writes names the other two by their credential IDs,
+    # relative to its own folder, which is the credentials directory.
+    (heredoc,) = re.findall(r"<<EOF\n(.*?)\nEOF\n", readme_recipes()["systemd-tls"], re.S)
+    tls = yaml.safe_load(heredoc.replace("$password_hash", "hash"))["tls_server_config"]
+    assert {"web-config.yml", tls["cert_file"], tls["key_file"]} == set(credentials)
+
+
+def test_readme_recipes_create_every_file_the_unit_loads() -> None:
+    recipes = readme_recipes()
+    assert set(recipes) == {"quick-start-token", "pip", "systemd", "systemd-tls"}
+    for block in recipes.values():
+        for source in re.findall(r"\bdeploy/\S+", block):
+            assert (ROOT / source).is_file(), source
+    systemd = recipes["systemd"] + recipes["systemd-tls"]
+    assert f"install -d -m 0700 {secrets_folder()}\n" in systemd
+    created = set(re.findall(r"install -m 0600 \S+ (\S+)", systemd))
+    assert created == set(unit_credentials(UNIT, DROP_IN).values())
+
+
+def test_unit_env_file_names_no_file_the_dynamic_user_cannot_read() -> None:
+    for name, (value, _active) in env_file_settings(UNIT_ENV).items():
+        assert not PurePosixPath(value).is_relative_to(secrets_folder()), f"{name}={value}"
+
+
+# ------------------------------------------------------------------- README.md's recipes, run
+
+RECIPE_TOKEN = "recipe-canary-token-5d1c0e"
+RECIPE_USER = "prometheus"  # the user README.md's web configuration names
+RECIPE_PASSWORD = "recipe-scrape-Password-81f0"
+RECIPE_SHELL = """\
+set -euo pipefail
+umask 022
+sudo() { "$@"; }
+systemctl() { printf '%s\\n' "$*" >>"$SYSTEMCTL_LOG"; }
+"""
+
+
+def readme_recipes() -> dict[str, str]:
+    """README.md's shell blocks marked ``<!-- recipe: NAME -->``, by name."""
+    text = README.read_text(encoding="utf-8")
+    found = re.findall(r"<!-- recipe: ([\w-]+) -->\n```sh\n(.*?)```\n", text, re.S)
+    recipes = dict(found)
+    assert len(recipes) == len(found), "two recipes in README.md share a name"
+    return recipes
+
+
+def file_mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@dataclass
+class Recipe:
+    """README.md's recipes run by bash, as pasted into a shell, on a machine in a folder.
+
+    What differs from a real machine, and why:
+
+    - ``/etc/`` and ``/opt/`` in a block stand for ``root/etc/`` and ``root/opt/``, which hold
+      what a Debian system has there (``etc/systemd/system``, ``etc/default``), so nothing
+      outside the test's folder changes; ``HOME`` is ``root/home``;
+    - ``sudo`` is a shell function that runs its command as the test's user, and
+      ``systemctl`` one that only writes its arguments to ``systemctl.log``: systemd is not the
+      init here. ``unit_process`` starts the exporter as systemd would start the installed
+      unit;
+    - a block runs in a copy of the checkout (pip builds in the folder it installs from), in a
+      session of its own without a terminal: what a user would type (the token, a password)
+      comes on stdin, where getpass reads it when there is no terminal;
+    - ``set -euo pipefail`` stops a block at its first error, which a user would see, and the
+      umask is 022, a common default, so a file left readable by others shows as such.
+    """
+
+    root: Path
+
+    @property
+    def checkout(self) -> Path:
+        return self.root / "checkout"
+
+    @property
+    def systemctl_log(self) -> Path:
+        return self.root / "systemctl.log"
+
+    @classmethod
+    def make(cls, root: Path) -> Recipe:
+        recipe = cls(root)
+        ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build",
+                                        "dist", ".*_cache", ".coverage")  # fmt: skip
+        shutil.copytree(ROOT, recipe.checkout, ignore=ignore)
+        for folder in ("etc/systemd/system", "etc/default", "opt", "home"):
+            (root / folder).mkdir(parents=True)
+        return recipe
+
+    def path(self, text: str) -> str:
+        """``text`` with the machine's ``/etc/`` and ``/opt/`` moved into ``root``."""
+        return re.sub(r"(?<![\w.~/-])/(etc|opt)/", lambda m: f"{self.root}/{m[1]}/", text)
+
+    def log(self, name: str) -> Path:
+        return self.root / f"{name}.log"
+
+    def start(self, name: str, typed: str = "", **env: str) -> subprocess.Popen[bytes]:
+        """Start the block ``name`` with ``typed`` on its stdin and ``env`` in its environment."""
+        stdin = self.root / f"{name}.stdin"
+        stdin.write_text(typed, encoding="utf-8")
+        own_bin = str(Path(sys.executable).parent)  # a user's shell has not activated it
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("EVOTIC_") and key not in ("VIRTUAL_ENV", "PYTHONPATH")
+        }
+        environment["PATH"] = os.pathsep.join(
+            p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != own_bin
+        )
+        environment.update(HOME=str(self.root / "home"), SYSTEMCTL_LOG=str(self.systemctl_log))
+        environment.update(env)
+        script = RECIPE_SHELL + self.path(readme_recipes()[name])
+        with stdin.open("rb") as source, self.log(name).open("wb") as output:
+            return subprocess.Popen(
+                ["bash", "-c", script],
+                cwd=self.checkout,
+                stdin=source,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+            )
+
+    def run(self, name: str, typed: str = "") -> None:
+        """Run the block ``name`` to its end, which must be a success."""
+        returncode = self.start(name, typed).wait(timeout=120)
+        assert returncode == 0, f"recipe {name}:\n{self.log(name).read_text(encoding='utf-8')}"
+
+    def interrupt(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Stop a block that ended in a running exporter as Ctrl-C would: cleanly, exit code 0."""
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        returncode = process.wait(timeout=15)
+        assert returncode == 0, f"recipe {name}:\n{self.log(name).read_text(encoding='utf-8')}"
+
+
+@contextlib.contextmanager
+def unit_process(recipe: Recipe, *, api_url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """The exporter, started as systemd starts the unit and drop-ins that ``recipe`` installed.
+
+    systemd copies each ``LoadCredential=`` file into a folder only the service can read, named
+    by ``$CREDENTIALS_DIRECTORY`` and ``%d``; it sets ``Environment=``, then the
+    ``EnvironmentFile=``'s variables over them, and runs ``ExecStart=``. Two settings are
+    changed last: the API is the simulator at ``api_url``, and the exporter listens on
+    127.0.0.1:``port`` instead of the port the settings file gives, which may be taken.
+    """
+    system = Path(recipe.path("/etc/systemd/system/"))
+    drop_ins = sorted((system / f"{UNIT.name}.d").glob("*.conf"))
+    service = unit_entries(system / UNIT.name, *drop_ins)["Service"]
+    credentials = recipe.root / "run" / "credentials" / UNIT.name
+    credentials.mkdir(parents=True)
+    credentials.chmod(0o700)
+    for name, source in unit_credentials(system / UNIT.name, *drop_ins).items():
+        shutil.copyfile(recipe.path(source), credentials / name)
+        (credentials / name).chmod(0o400)
+
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+           "CREDENTIALS_DIRECTORY": str(credentials)}  # fmt: skip
+    for assignment in service.get("Environment", []):
+        key, _, value = assignment.partition("=")
+        env[key] = value.replace("%d", str(credentials))
+    for file in service.get("EnvironmentFile", []):
+        settings = env_file_settings(Path(recipe.path(file.removeprefix("-"))))
+        env.update({key: value for key, (value, active) in settings.items() if active})
+    listen = [key for key in env if key.endswith("LISTEN_ADDRESS")] or ["EVOTIC_LISTEN_ADDRESS"]
+    env.update(dict.fromkeys(listen, f"127.0.0.1:{port}"), EVOTIC_API_URL=api_url)
+
+    (exec_start,) = service["ExecStart"]
+    with recipe.log("unit").open("wb") as output:
+        process = subprocess.Popen(
+            shlex.split(recipe.path(exec_start)),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd="/",
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def serving(process: subprocess.Popen[bytes], log: Path, url: str, **kwargs: Any) -> bool:
+    """Whether ``/readyz`` answers 200; fails at once if ``process`` has exited."""
+    assert process.poll() is None, f"exited:\n{log.read_text(encoding='utf-8', errors='replace')}"
+    return httpx.get(f"{url}/readyz", timeout=5, **kwargs).status_code == 200
+
+
+def simulated_server_ids(sim_url: str) -> set[str]:
+    state = httpx.get(f"{sim_url}/_simulator/state", timeout=10).json()
+    return {str(server["id"]) for server in state["servers"]}
+
+
+@pytest.mark.e2e
+def test_readme_quick_start_against_a_real_account(tmp_path: Path) -> None:
+    recipe = Recipe.make(tmp_path / "machine")
+    # What the quick start's first block made: a venv of this checkout, as the tests run in.
+    (recipe.checkout / ".venv").symlink_to(sys.prefix)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with simulator(tmp_path, "--servers", "5", token=RECIPE_TOKEN) as sim:
+        process = recipe.start("quick-start-token", f"{RECIPE_TOKEN}\n",
+                               EVOTIC_API_URL=f"{sim.url}/api/v1",
+                               EVOTIC_LISTEN_ADDRESS=f"127.0.0.1:{port}")  # fmt: skip
+        try:
+            log = recipe.log("quick-start-token")
+            wait_until(lambda: serving(process, log, url), what="the quick start's exporter")
+            samples = parse(httpx.get(f"{url}/metrics", timeout=10).text)
+            assert one(samples, "evotic_up") == 1
+            assert set(values(samples, "evotic_server_info")) == simulated_server_ids(sim.url)
+        finally:
+            recipe.interrupt("quick-start-token", process)
+
+    (token_file,) = re.findall(r"--api\.token-file (\S+)", readme_recipes()["quick-start-token"])
+    token = Path(token_file.replace("~", str(recipe.root / "home"), 1))
+    assert token.read_text(encoding="utf-8") == f"{RECIPE_TOKEN}\n"
+    assert file_mode(token) == 0o600
+    assert file_mode(token.parent) == 0o700
+    assert RECIPE_TOKEN not in log.read_text(encoding="utf-8")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_readme_systemd_recipe_serves_tls_and_basic_auth_from_credentials(tmp_path: Path) -> None:
+    recipe = Recipe.make(tmp_path / "machine")
+    pki = make_pki(tmp_path)
+    # The certificate and key the recipe installs, under the names it uses.
+    shutil.copyfile(pki.server_cert, recipe.checkout / "server.crt")
+    shutil.copyfile(pki.server_key, recipe.checkout / "server.key")
+
+    # With pip: a venv in /opt from the checkout, which then serves its demo.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = recipe.start("pip", EVOTIC_LISTEN_ADDRESS=f"127.0.0.1:{port}")
+    try:
+        wait_until(lambda: serving(process, recipe.log("pip"), url), timeout=600, interval=0.5,
+                   what="the venv in /opt to be installed and serve its demo")  # fmt: skip
+        assert one(parse(httpx.get(f"{url}/metrics", timeout=10).text), "evotic_up") == 1
+    finally:
+        recipe.interrupt("pip", process)
+
+    recipe.run("systemd", f"{RECIPE_TOKEN}\n")
+    recipe.run("systemd-tls", f"{RECIPE_PASSWORD}\n")
+    assert recipe.systemctl_log.read_text(encoding="utf-8").splitlines() == [
+        "daemon-reload",
+        "enable --now evotic-exporter",
+        "daemon-reload",
+        "restart evotic-exporter",
+    ]
+    secrets = Path(recipe.path(f"{secrets_folder()}/"))
+    assert file_mode(secrets) == 0o700
+    assert {path.name: file_mode(path) for path in secrets.iterdir()} == dict.fromkeys(
+        ["token", "tls.crt", "tls.key", "web-config.yml"], 0o600
+    )
+    assert RECIPE_PASSWORD not in (secrets / "web-config.yml").read_text(encoding="utf-8")
+
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    trust = pki.client_context()
+    with (
+        simulator(tmp_path, "--servers", "5", token=RECIPE_TOKEN) as sim,
+        unit_process(recipe, api_url=f"{sim.url}/api/v1", port=port) as unit,
+    ):
+        wait_until(lambda: serving(unit, recipe.log("unit"), url, verify=trust),
+                   what="the unit's exporter to be ready over HTTPS")  # fmt: skip
+        assert httpx.get(f"{url}/metrics", verify=trust, timeout=10).status_code == 401
+        response = httpx.get(
+            f"{url}/metrics", verify=trust, timeout=10, auth=(RECIPE_USER, RECIPE_PASSWORD)
+        )
+        assert response.status_code == 200
+        samples = parse(response.text)
+        assert one(samples, "evotic_up") == 1
+        assert set(values(samples, "evotic_server_info")) == simulated_server_ids(sim.url)
+        unit.send_signal(signal.SIGTERM)  # the unit's KillSignal, within its TimeoutStopSec
+        assert unit.wait(timeout=10) == 0
+    output = recipe.log("unit").read_text(encoding="utf-8")
+    assert RECIPE_TOKEN not in output
+    assert RECIPE_PASSWORD not in output
