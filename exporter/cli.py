@@ -29,11 +29,11 @@ from exporter.config import (
     Problem,
     Settings,
     SettingsError,
-    check_environment,
     check_sources,
     describe_setting,
     format_address,
     parse_listen_address,
+    read_environment,
     read_quotas,
     validation_problems,
 )
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Prometheus exporter for servers hosted at Evotic.",
                      argument_default=argparse.SUPPRESS)  # fmt: skip
     for option in OPTIONS:
-        env = f"EVOTIC_{option.field.upper()}"
+        env = ", also ".join((option.variable, *option.aliases))
         if option.boolean:
             parser.add_argument(option.flag, dest=option.field, action="store_true",
                                 help=f"{option.help} [{env}]")  # fmt: skip
@@ -82,9 +82,9 @@ class Loaded:
 def load(argv: Sequence[str] | None) -> Loaded:
     """Settings from flags over the environment, the checks that span fields, the quota file."""
     flags: dict[str, Any] = vars(build_parser().parse_args(argv))
-    check_environment(os.environ)
+    values: dict[str, Any] = {**read_environment(os.environ), **flags}
     try:
-        settings = Settings(**flags)
+        settings = Settings(**values)
     except ValidationError as error:
         raise SettingsError(validation_problems(error)) from None
     check_sources(settings)

@@ -1,5 +1,9 @@
 """Settings: one pydantic-settings class; each setting is an ``EVOTIC_*`` variable and a flag.
 
+One rule names them all: the variable is ``EVOTIC_`` and the flag without its leading dashes,
+upper-cased, with "." and "-" turned into "_" (``--poll.stale-after``: ``EVOTIC_POLL_STALE_AFTER``).
+``variable_name`` is that rule; a few settings also accept the name they had before it.
+
 A flag given on the command line wins over the environment. An invalid setting is reported as
 one line naming both its variable and its flag; the token's value is never part of it. Every
 problem is a ``Problem`` naming its field; the line is built from those fields, never parsed.
@@ -17,34 +21,63 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.api.errors import TokenFileError
 from exporter.api.token import clean_token, read_token_file
 from exporter.quota import QuotaError, Quotas, Size, load_quotas
 
 DEFAULT_PORT = 19875
+ENV_PREFIX = "EVOTIC_"
+
+
+def variable_name(flag: str) -> str:
+    """The variable of a flag: ``--web.listen-address`` -> ``EVOTIC_WEB_LISTEN_ADDRESS``."""
+    return ENV_PREFIX + flag.lstrip("-").upper().replace(".", "_").replace("-", "_")
 
 
 @dataclass(frozen=True)
 class Option:
-    """How a setting is spelled on the command line, for argparse and for error messages."""
+    """How a setting is spelled on the command line and in the environment.
+
+    ``aliases`` are variable names documented before the naming rule; they are still read.
+    """
 
     field: str
     flag: str
     help: str
     boolean: bool = False
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def variable(self) -> str:
+        return variable_name(self.flag)
 
 
 class Settings(BaseSettings):
-    """Everything the exporter can be told at start-up."""
+    """Everything the exporter can be told at start-up.
+
+    The values come in as arguments: the flags over what ``read_environment`` found.
+    """
 
     model_config = SettingsConfigDict(
-        env_prefix="EVOTIC_",
         hide_input_in_errors=True,
         extra="forbid",
         frozen=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # pydantic-settings would read EVOTIC_ + the field's name; read_environment applies
+        # the naming rule and the aliases instead, and refuses typos and conflicts.
+        return (init_settings,)
 
     api_url: str = "https://evotic.io/api/v1"
     api_token: SecretStr | None = None
@@ -99,10 +132,18 @@ class Settings(BaseSettings):
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with the settings: which field (``None``: the settings as a whole)."""
+    """One thing wrong with the settings: which field (``None``: the settings as a whole, or
+    ``variable``, an environment variable that names no setting)."""
 
     field: str | None
     message: str
+    variable: str | None = None
+
+    @property
+    def subject(self) -> str:
+        if self.field is not None:
+            return describe_setting(self.field)
+        return self.variable or "settings"
 
 
 class SettingsError(Exception):
@@ -113,10 +154,7 @@ class SettingsError(Exception):
         self.problems = problems
 
     def __str__(self) -> str:
-        return "invalid setting " + "; ".join(
-            f"{describe_setting(p.field) if p.field else 'settings'}: {p.message}"
-            for p in self.problems
-        )
+        return "invalid setting " + "; ".join(f"{p.subject}: {p.message}" for p in self.problems)
 
 
 def check_sources(settings: Settings) -> None:
@@ -151,21 +189,34 @@ def check_sources(settings: Settings) -> None:
 SIMULATOR_VARIABLES = "EVOTIC_SIMULATOR_"
 
 
-def check_environment(environ: Mapping[str, str]) -> None:
-    """Refuse ``EVOTIC_*`` variables that name no setting: a typo must not pass unnoticed
-    (``EVOTIC_WEB_CONFIG`` for ``EVOTIC_WEB_CONFIG_FILE`` would serve without TLS or auth)."""
-    known = {f"EVOTIC_{field.upper()}": field for field in Settings.model_fields}
+def read_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings given in ``environ``, by field: each under its variable or an alias.
+
+    Refuses ``EVOTIC_*`` variables that name no setting, so that a typo cannot pass unnoticed
+    (``EVOTIC_WEB_CONFIG`` for ``EVOTIC_WEB_CONFIG_FILE`` would serve without TLS or auth), and
+    a setting given under two names with different values.
+    """
+    names = {name: option for option in OPTIONS for name in (option.variable, *option.aliases)}
+    values: dict[str, str] = {}
     problems = []
     for name in sorted(environ):
-        if not name.startswith("EVOTIC_") or name in known:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(SIMULATOR_VARIABLES):
             continue
-        if name.startswith(SIMULATOR_VARIABLES):
+        option = names.get(name)
+        if option is None:
+            close = difflib.get_close_matches(upper, names, n=1, cutoff=0.6)
+            hint = f"; did you mean {describe_setting(names[close[0]].field)}?" if close else ""
+            problems.append(Problem(None, "unknown variable" + hint, variable=name))
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {describe_setting(known[close[0]])}?" if close else ""
-        problems.append(Problem(name.removeprefix("EVOTIC_").lower(), "unknown variable" + hint))
+        value = environ[name]
+        if values.setdefault(option.field, value) != value:
+            given = [n for n in (option.variable, *option.aliases) if n in environ]
+            problems.append(Problem(option.field, f"set as {' and '.join(given)} with "
+                                    f"different values; set {option.variable} only"))  # fmt: skip
     if problems:
         raise SettingsError(problems)
+    return values
 
 
 def read_quotas(settings: Settings) -> Quotas:
@@ -240,13 +291,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_timeout", "--api.timeout", "seconds per HTTP request"),
     Option("poll_interval", "--poll.interval", "seconds between polls (at least 1)"),
     Option("stale_after", "--poll.stale-after",
-           "seconds after the last good poll until server series are dropped"),
+           "seconds after the last good poll until server series are dropped",
+           aliases=("EVOTIC_STALE_AFTER",)),
     Option("collect_status", "--collector.status", "also call the per-server status endpoint",
-           boolean=True),
+           boolean=True, aliases=("EVOTIC_COLLECT_STATUS",)),
     Option("status_concurrency", "--collector.status.concurrency",
-           "status calls in flight at once"),
-    Option("status_interval", "--collector.status.interval", "seconds between status sweeps"),
-    Option("listen_address", "--web.listen-address", f"host:port to serve on (:{DEFAULT_PORT})"),
+           "status calls in flight at once", aliases=("EVOTIC_STATUS_CONCURRENCY",)),
+    Option("status_interval", "--collector.status.interval", "seconds between status sweeps",
+           aliases=("EVOTIC_STATUS_INTERVAL",)),
+    Option("listen_address", "--web.listen-address", f"host:port to serve on (:{DEFAULT_PORT})",
+           aliases=("EVOTIC_LISTEN_ADDRESS",)),
     Option("web_config_file", "--web.config.file", "TLS and basic-auth configuration file"),
     Option("traffic_quota_bytes", "--traffic.quota-bytes",
            "traffic included per billing period and direction (bytes, or 20TiB, 5TB)"),
@@ -264,23 +318,26 @@ _BY_FIELD = {option.field: option for option in OPTIONS}
 
 def settings_table() -> str:
     """The README's settings table, generated here so that it cannot drift from the code."""
-    rows = ["| environment | flag | default | meaning |", "|---|---|---|---|"]
+    rows = [
+        "| environment | also accepted | flag | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
     for option in OPTIONS:
         field = Settings.model_fields[option.field]
         default = field.default
         shown = (
             "—" if default is None else f"`{str(default).lower() if option.boolean else default}`"
         )
-        env = f"EVOTIC_{option.field.upper()}"
-        rows.append(f"| `{env}` | `{option.flag}` | {shown} | {option.help} |")
+        aliases = ", ".join(f"`{alias}`" for alias in option.aliases)
+        rows.append(f"| `{option.variable}` | {aliases} | `{option.flag}` | {shown} "
+                    f"| {option.help} |")  # fmt: skip
     return "\n".join(rows) + "\n"
 
 
 def describe_setting(field: str) -> str:
     """``EVOTIC_POLL_INTERVAL (--poll.interval)`` for a field name."""
     option = _BY_FIELD.get(field)
-    env = f"EVOTIC_{field.upper()}"
-    return f"{env} ({option.flag})" if option else env
+    return f"{option.variable} ({option.flag})" if option else field
 
 
 def validation_problems(error: ValidationError) -> list[Problem]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,12 @@ import pytest
 from exporter.cli import SettingsError, build_parser, load_settings
 from exporter.config import (
     OPTIONS,
+    Option,
     Settings,
     describe_setting,
     format_address,
     parse_listen_address,
+    read_environment,
 )
 
 SECRET = "canary-Settings-9d1f"
@@ -38,7 +41,7 @@ def test_defaults() -> None:
 def test_environment_and_flags_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVOTIC_API_TOKEN", SECRET)
     monkeypatch.setenv("EVOTIC_POLL_INTERVAL", "30")
-    monkeypatch.setenv("EVOTIC_COLLECT_STATUS", "true")
+    monkeypatch.setenv("EVOTIC_COLLECTOR_STATUS", "true")
     monkeypatch.setenv("EVOTIC_LOG_LEVEL", "DEBUG")
     settings = load_settings(["--poll.interval", "15"])
     assert settings.poll_interval == 15
@@ -54,7 +57,83 @@ def test_every_setting_has_a_flag_and_every_flag_a_setting() -> None:
     help_text = build_parser().format_help()
     for option in OPTIONS:
         assert option.flag in help_text
-        assert f"EVOTIC_{option.field.upper()}" in help_text
+        assert option.variable in help_text
+
+
+def _by_the_rule(flag: str) -> str:
+    """The naming rule, written out again: EVOTIC_, the flag without dashes, "." and "-" as "_"."""
+    return "EVOTIC_" + re.sub(r"[.-]", "_", flag.removeprefix("--")).upper()
+
+
+@pytest.mark.parametrize(
+    ("flag", "variable"),
+    [
+        ("--poll.stale-after", "EVOTIC_POLL_STALE_AFTER"),
+        ("--collector.status.concurrency", "EVOTIC_COLLECTOR_STATUS_CONCURRENCY"),
+        ("--web.listen-address", "EVOTIC_WEB_LISTEN_ADDRESS"),
+    ],
+)
+def test_the_rule_by_example(flag: str, variable: str) -> None:
+    assert _by_the_rule(flag) == variable
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.flag)
+def test_every_variable_follows_the_naming_rule(option: Option) -> None:
+    variable = _by_the_rule(option.flag)
+    assert read_environment({variable: "value"}) == {option.field: "value"}
+    help_text = " ".join(build_parser().format_help().split())
+    assert re.search(rf"{re.escape(option.flag)}\b[^[]*\[{variable}\b", help_text), help_text
+
+
+def test_every_name_documented_before_the_rule_still_works() -> None:
+    # The README named each variable EVOTIC_ + the setting's field name until the rule came.
+    for field in Settings.model_fields:
+        assert read_environment({f"EVOTIC_{field.upper()}": "value"}) == {field: "value"}
+
+
+@pytest.mark.parametrize(
+    ("alias", "value", "field", "expected"),
+    [
+        ("EVOTIC_STALE_AFTER", "900", "stale_after", 900.0),
+        ("EVOTIC_COLLECT_STATUS", "true", "collect_status", True),
+        ("EVOTIC_STATUS_CONCURRENCY", "8", "status_concurrency", 8),
+        ("EVOTIC_STATUS_INTERVAL", "120", "status_interval", 120.0),
+        ("EVOTIC_LISTEN_ADDRESS", "127.0.0.1:9999", "listen_address", "127.0.0.1:9999"),
+    ],
+)
+def test_each_documented_alias_sets_its_setting(
+    monkeypatch: pytest.MonkeyPatch, alias: str, value: str, field: str, expected: object
+) -> None:
+    assert alias in {alias for option in OPTIONS for alias in option.aliases}
+    monkeypatch.setenv(alias, value)
+    assert getattr(load_settings(["--demo"]), field) == expected
+
+
+def test_an_alias_and_its_variable_with_different_values_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVOTIC_POLL_STALE_AFTER", "900")
+    monkeypatch.setenv("EVOTIC_STALE_AFTER", "1200")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["--demo"])
+    assert str(caught.value) == (
+        "invalid setting EVOTIC_POLL_STALE_AFTER (--poll.stale-after): set as "
+        "EVOTIC_POLL_STALE_AFTER and EVOTIC_STALE_AFTER with different values; "
+        "set EVOTIC_POLL_STALE_AFTER only"
+    )
+
+
+def test_an_alias_and_its_variable_with_the_same_value_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVOTIC_WEB_LISTEN_ADDRESS", "127.0.0.1:9999")
+    monkeypatch.setenv("EVOTIC_LISTEN_ADDRESS", "127.0.0.1:9999")
+    assert load_settings(["--demo"]).listen_address == "127.0.0.1:9999"
+
+
+def test_a_flag_wins_over_an_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVOTIC_STALE_AFTER", "900")
+    assert load_settings(["--demo", "--poll.stale-after", "1800"]).stale_after == 1800
 
 
 @pytest.mark.parametrize(
@@ -66,7 +145,10 @@ def test_every_setting_has_a_flag_and_every_flag_a_setting() -> None:
         (["--api.token", SECRET, "--api.url", f"https://u:{SECRET}@x/"], "EVOTIC_API_URL"),
         (["--api.token", SECRET, "--api.timeout", "-1"], "EVOTIC_API_TIMEOUT (--api.timeout)"),
         (["--api.token-file", "/nonexistent/token"], "cannot read /nonexistent/token"),
-        (["--api.token", SECRET, "--web.listen-address", "nowhere"], "EVOTIC_LISTEN_ADDRESS"),
+        (
+            ["--api.token", SECRET, "--web.listen-address", "nowhere"],
+            "EVOTIC_WEB_LISTEN_ADDRESS (--web.listen-address)",
+        ),
         (["--api.token", SECRET, "--log.level", "chatty"], "EVOTIC_LOG_LEVEL (--log.level)"),
         (["--api.token", SECRET, "--api.token-file", "/etc/hostname"], "not both"),
     ],
@@ -206,6 +288,18 @@ def test_a_mistyped_variable_is_refused_with_the_nearest_name(
     assert "EVOTIC_WEB_CONFIG: unknown variable; did you mean EVOTIC_WEB_CONFIG_FILE" in message
     assert "EVOTIC_BANANA: unknown variable" in message
     assert "\n" not in message
+
+
+def test_a_variable_in_lower_case_is_refused_with_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("evotic_poll_interval", "30")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["--demo"])
+    assert str(caught.value) == (
+        "invalid setting evotic_poll_interval: unknown variable; "
+        "did you mean EVOTIC_POLL_INTERVAL (--poll.interval)?"
+    )
 
 
 def test_the_simulators_variables_may_share_the_environment(
