@@ -30,6 +30,7 @@ from exporter.config import (
     Settings,
     SettingsError,
     check_sources,
+    default_text,
     describe_setting,
     format_address,
     parse_listen_address,
@@ -61,12 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
                      argument_default=argparse.SUPPRESS)  # fmt: skip
     for option in OPTIONS:
         env = ", also ".join((option.variable, *option.aliases))
+        default = default_text(option)
+        # argparse formats help texts with %; the defaults come from Settings, not argparse.
+        shown = f"{option.help} [{env}; default: {default or 'none'}]".replace("%", "%%")
         if option.boolean:
-            parser.add_argument(option.flag, dest=option.field, action="store_true",
-                                help=f"{option.help} [{env}]")  # fmt: skip
+            parser.add_argument(option.flag, dest=option.field, action="store_true", help=shown)
         else:
-            parser.add_argument(option.flag, dest=option.field, metavar="VALUE",
-                                help=f"{option.help} [{env}]")  # fmt: skip
+            parser.add_argument(option.flag, dest=option.field, metavar="VALUE", help=shown)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 

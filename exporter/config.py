@@ -299,7 +299,7 @@ OPTIONS: tuple[Option, ...] = (
            "status calls in flight at once", aliases=("EVOTIC_STATUS_CONCURRENCY",)),
     Option("status_interval", "--collector.status.interval", "seconds between status sweeps",
            aliases=("EVOTIC_STATUS_INTERVAL",)),
-    Option("listen_address", "--web.listen-address", f"host:port to serve on (:{DEFAULT_PORT})",
+    Option("listen_address", "--web.listen-address", "host:port to serve on",
            aliases=("EVOTIC_LISTEN_ADDRESS",)),
     Option("web_config_file", "--web.config.file", "TLS and basic-auth configuration file"),
     Option("traffic_quota_bytes", "--traffic.quota-bytes",
@@ -323,15 +323,20 @@ def settings_table() -> str:
         "|---|---|---|---|---|",
     ]
     for option in OPTIONS:
-        field = Settings.model_fields[option.field]
-        default = field.default
-        shown = (
-            "—" if default is None else f"`{str(default).lower() if option.boolean else default}`"
-        )
+        default = default_text(option)
+        shown = "—" if default is None else f"`{default}`"
         aliases = ", ".join(f"`{alias}`" for alias in option.aliases)
         rows.append(f"| `{option.variable}` | {aliases} | `{option.flag}` | {shown} "
                     f"| {option.help} |")  # fmt: skip
     return "\n".join(rows) + "\n"
+
+
+def default_text(option: Option) -> str | None:
+    """The setting's default as it would be written on the command line; ``None``: no default."""
+    default = Settings.model_fields[option.field].default
+    if default is None:
+        return None
+    return str(default).lower() if option.boolean else str(default)
 
 
 def describe_setting(field: str) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -26,7 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import __version__
 from exporter.api.models import Server
 from exporter.cli import PROG, load, load_web, main, run, tune_allocator
+from exporter.config import DEFAULT_PORT, OPTIONS, Settings
 from exporter.webconfig import WebConfig
+
+from .processes import ROOT
 
 CANARY = "canary-cli-token-61b0e2"
 TIB = 2.0**40
@@ -120,6 +124,31 @@ def test_an_unknown_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str
     line = _one_line(capsys.readouterr().err)
     assert line.startswith(f"{PROG}: unrecognized arguments: --no.such-flag")
     assert line.endswith("(see --help)")
+
+
+def test_help_lists_every_flag_with_its_variable_and_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal width
+    for option in OPTIONS:
+        default = Settings.model_fields[option.field].default
+        shown = "none" if default is None else str(default).lower() if option.boolean else default
+        entry = re.search(rf" {re.escape(option.flag)}( VALUE)? (?P<help>[^[]*)\[(?P<env>[^]]*)\]",
+                          text)  # fmt: skip
+        assert entry, option.flag
+        assert entry["help"].strip() == option.help
+        assert entry["env"].startswith(option.variable), entry["env"]
+        assert entry["env"].endswith(f"; default: {shown}"), entry["env"]
+    # The listen address's default as the README's settings table gives it, and no other.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = re.search(r"\| `--web.listen-address` \| `([^`]*)` \|", readme)
+    assert documented
+    assert documented[1] == f"0.0.0.0:{DEFAULT_PORT}"
+    assert f"default: {documented[1]}]" in text
+    assert f"(:{DEFAULT_PORT})" not in text
 
 
 # ------------------------------------------------------------------ load(): each file once
