@@ -54,7 +54,7 @@ class Account:
 
     def view(self) -> View:
         health = assess(self.poller.state, self._clock(), self._stale_after)
-        self.metrics.serving(health.servers, health.kept)
+        self.metrics.serving(health)
         return View(self.cache.get(health.snapshot), health)
 
     def alive(self) -> bool:

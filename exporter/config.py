@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.api.errors import TokenFileError
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     api_token_file: Path | None = None
     api_timeout: float = Field(default=10.0, gt=0, le=300)
     poll_interval: float = Field(default=60.0, ge=1, le=86400)
-    stale_after: float = Field(default=600.0, gt=0)
+    stale_after: float = Field(default=600.0, gt=0, validate_default=True)
     collect_status: bool = False
     status_concurrency: int = Field(default=4, ge=1, le=64)
     status_interval: float = Field(default=300.0, ge=1)
@@ -112,6 +112,21 @@ class Settings(BaseSettings):
     def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
         # TokenProblem is a ValueError: its message becomes the setting's problem, no value.
         return None if value is None else SecretStr(clean_token(value.get_secret_value()))
+
+    @field_validator("stale_after")
+    @classmethod
+    def _outlasts_two_polls(cls, value: float, info: ValidationInfo) -> float:
+        # A poll starts every interval and may take up to its deadline, 90 % of the interval:
+        # between two good polls the data grows up to 1.9 intervals old. Less than twice the
+        # interval would drop the series between good polls.
+        interval = info.data.get("poll_interval")
+        if interval is not None and value < 2 * interval:
+            raise ValueError(
+                f"{value:g} s is less than twice --poll.interval ({interval:g} s); set at least "
+                f"{2 * interval:g} s: a poll may take up to 90 % of the interval, so data is up "
+                "to 1.9 intervals old between two good polls"
+            )
+        return value
 
     @field_validator("traffic_quota_bytes", mode="before")
     @classmethod
@@ -291,8 +306,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_timeout", "--api.timeout", "seconds per HTTP request"),
     Option("poll_interval", "--poll.interval", "seconds between polls (at least 1)"),
     Option("stale_after", "--poll.stale-after",
-           "seconds after the last good poll until server series are dropped",
-           aliases=("EVOTIC_STALE_AFTER",)),
+           "seconds after the last good poll until server series are dropped and evotic_up is 0 "
+           "(at least twice --poll.interval)", aliases=("EVOTIC_STALE_AFTER",)),
     Option("collect_status", "--collector.status", "also call the per-server status endpoint",
            boolean=True, aliases=("EVOTIC_COLLECT_STATUS",)),
     Option("status_concurrency", "--collector.status.concurrency",

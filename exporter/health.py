@@ -18,12 +18,15 @@ class Health:
     ``snapshot`` is the snapshot whose series are served, ``None`` when there is none yet or
     it is too old to trust; ``servers`` is what ``evotic_servers`` reports: every server of the
     served snapshot, so every server with per-server series; ``kept`` is how many of them are
-    served from their last valid record (``evotic_servers_kept``).
+    served from their last valid record (``evotic_servers_kept``). ``up`` is what ``evotic_up``
+    reports: the last poll succeeded and its data is being served (a success too old to trust
+    is no longer up).
     """
 
     ready: bool
     reason: str
     snapshot: Snapshot | None
+    up: bool = False
 
     @property
     def servers(self) -> int:
@@ -50,4 +53,4 @@ def assess(state: PollState, now: float, stale_after: float) -> Health:
             f"(limit {stale_after:.0f} s, last error: {failing or 'none'})"
         )
         return Health(False, reason, None)
-    return Health(True, "ok", state.snapshot)
+    return Health(True, "ok", state.snapshot, up=failing is None)

@@ -280,7 +280,11 @@ SNAPSHOT_METRICS: tuple[MetricDef, ...] = (*SERVER_METRICS, PERIOD_START, PERIOD
 # --------------------------------------------------------------------------- the exporter's own
 
 UP = MetricDef(
-    "evotic_up", "gauge", "1 when the last poll of the API succeeded, else 0.", per_server=False
+    "evotic_up",
+    "gauge",
+    "1 when the last poll of the API succeeded and its data is fresh (not older than "
+    "--poll.stale-after), else 0.",
+    per_server=False,
 )
 SERVERS = MetricDef(
     "evotic_servers", "gauge",

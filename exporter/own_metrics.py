@@ -1,8 +1,9 @@
 """The exporter's own metrics for one account, kept by prometheus_client in a registry of its own.
 
 Each part records what it knows when it knows it: the poller each poll's outcome, the exposition
-cache each rendering's time, the API client each request, a scrape the number of servers it
-serves. Names, types, help texts and labels come from ``exporter/metrics.py``.
+cache each rendering's time, the API client each request, a scrape what it serves (``evotic_up``
+and ``evotic_servers``, which depend on the time as well as on the last poll). Names, types,
+help texts and labels come from ``exporter/metrics.py``.
 
 ``evotic_up 1`` / ``evotic_poll_errors_total{reason="timeout"} 3`` / ...
 """
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client import disable_created_metrics as _untyped_disable_created_metrics
 
 from exporter.api.errors import POLL_REASONS
+from exporter.health import Health
 from exporter.metrics import (
     API_DURATION,
     API_REQUESTS,
@@ -72,7 +74,6 @@ class AccountMetrics:
 
     def poll_finished(self, outcome: Outcome, snapshot: Snapshot | None) -> None:
         """One poll's outcome; ``snapshot`` is the one it published if it succeeded."""
-        self._up.set(1.0 if outcome.ok else 0.0)
         self._show(self._duration).set(outcome.duration)
         if outcome.reason is not None:
             self._errors.labels(outcome.reason).inc()
@@ -92,11 +93,13 @@ class AccountMetrics:
         self._requests.labels(endpoint, code).inc()
         self._request_seconds.labels(endpoint).observe(seconds)
 
-    def serving(self, servers: int, kept: int) -> None:
-        """How many servers the scrape being answered exports, and how many of them are kept
-        from their last valid record (both 0 when the data is stale)."""
-        self._servers.set(servers)
-        self._kept.set(kept)
+    def serving(self, health: Health) -> None:
+        """What the scrape being answered serves: whether the account is up (0 when the data is
+        stale, whatever the last poll did), how many servers it exports and how many of them are
+        kept from their last valid record (all 0 when the data is stale)."""
+        self._up.set(1.0 if health.up else 0.0)
+        self._servers.set(health.servers)
+        self._kept.set(health.kept)
 
 
 def process_registry(version: str) -> CollectorRegistry:

@@ -93,6 +93,9 @@ def _one_line(text: str) -> str:
         (["--api.token", CANARY, "--web.config.file", "/nonexistent/web.yml"],
          "EVOTIC_WEB_CONFIG_FILE (--web.config.file)"),
         (["--demo", "--web.listen-address", "[::1]:70000"], "port 70000 is out of range 0-65535"),
+        (["--api.token", CANARY, "--poll.stale-after", "90"],
+         "EVOTIC_POLL_STALE_AFTER (--poll.stale-after): 90 s is less than twice --poll.interval "
+         "(60 s); set at least 120 s"),
     ],
 )  # fmt: skip
 def test_main_exits_2_with_one_line_for_bad_settings(

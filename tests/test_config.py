@@ -205,6 +205,32 @@ def test_a_listen_address_is_shown_as_it_can_be_written_again(
     assert parse_listen_address(shown) == (host, port)
 
 
+@pytest.mark.parametrize(
+    ("argv", "minimum"),
+    [
+        (["--poll.stale-after", "119"], "119 s is less than twice --poll.interval (60 s); "
+                                        "set at least 120 s"),
+        (["--poll.interval", "30", "--poll.stale-after", "45"], "set at least 60 s"),
+        # Raising the interval alone leaves the default (600 s) too short for it.
+        (["--poll.interval", "600"], "600 s is less than twice --poll.interval (600 s); "
+                                     "set at least 1200 s"),
+    ],
+)  # fmt: skip
+def test_stale_after_shorter_than_two_intervals_is_refused(argv: list[str], minimum: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["--demo", *argv])
+    message = str(caught.value)
+    assert message.startswith("invalid setting EVOTIC_POLL_STALE_AFTER (--poll.stale-after): ")
+    assert minimum in message
+    assert "\n" not in message
+
+
+def test_stale_after_of_two_intervals_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(["--demo", "--poll.stale-after", "120"]).stale_after == 120
+    monkeypatch.setenv("EVOTIC_POLL_INTERVAL", "300")
+    assert load_settings(["--demo", "--poll.stale-after", "600"]).poll_interval == 300
+
+
 def test_token_file_must_not_be_empty(tmp_path: Path) -> None:
     empty = tmp_path / "token"
     empty.write_text("  \n")

@@ -28,12 +28,14 @@ def test_before_the_first_poll() -> None:
     assert (health.ready, health.reason) == (False, "first poll pending")
     assert health.snapshot is None
     assert health.servers == 0
+    assert not health.up
 
 
 def test_no_successful_poll_yet_names_the_last_error() -> None:
     health = assess(PollState(outcome=_failure(T0, "auth")), now=T0 + 5, stale_after=STALE_AFTER)
     assert (health.ready, health.reason) == (False, "no successful poll yet (last error: auth)")
     assert health.snapshot is None
+    assert not health.up
 
 
 def test_fresh_data_is_served_and_ready() -> None:
@@ -43,6 +45,7 @@ def test_fresh_data_is_served_and_ready() -> None:
     assert (health.ready, health.reason) == (True, "ok")
     assert health.snapshot is snapshot
     assert health.servers == 3
+    assert health.up
 
 
 def test_failing_polls_keep_fresh_data_served() -> None:
@@ -51,6 +54,7 @@ def test_failing_polls_keep_fresh_data_served() -> None:
     health = assess(state, now=T0 + STALE_AFTER, stale_after=STALE_AFTER)
     assert health.ready
     assert health.snapshot is snapshot
+    assert not health.up, "the last poll failed"
 
 
 def test_data_turns_stale_just_after_the_limit() -> None:
@@ -64,6 +68,7 @@ def test_data_turns_stale_just_after_the_limit() -> None:
     )
     assert health.snapshot is None
     assert health.servers == 0
+    assert not health.up
 
 
 def test_stale_without_an_error_says_none() -> None:
@@ -71,11 +76,15 @@ def test_stale_without_an_error_says_none() -> None:
     state = PollState(_snapshot(), _success(T0))
     health = assess(state, now=T0 + 3600, stale_after=STALE_AFTER)
     assert health.reason.endswith("last error: none)")
+    # README "Failure behaviour": stale data means evotic_up 0 and evotic_servers 0, even
+    # though the last poll there was succeeded.
+    assert (health.up, health.servers) == (False, 0)
 
 
 def test_recovery_is_ready_at_once() -> None:
     state = PollState(_snapshot(taken_at=T0 + 4000), _success(T0 + 4000))
-    assert assess(state, now=T0 + 4001, stale_after=STALE_AFTER).ready
+    health = assess(state, now=T0 + 4001, stale_after=STALE_AFTER)
+    assert (health.ready, health.up) == (True, True)
 
 
 def test_servers_counts_every_exported_server_and_kept_those_on_their_last_good_record() -> None:

@@ -18,7 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.account import Account
 from exporter.api.client import EvoticClient
 from exporter.api.errors import POLL_REASONS
+from exporter.api.models import Server
 from exporter.api.token import TokenSource
+from exporter.health import Health
 from exporter.logging import Redactor
 from exporter.metrics import (
     API_DURATION,
@@ -143,7 +145,6 @@ def test_timestamp_and_duration_are_absent_until_there_is_a_value() -> None:
     names = sample_names(metrics)
     assert LAST_SUCCESS.name not in names
     assert POLL_DURATION.name not in names
-    assert value(metrics, "evotic_up") == 0
 
     metrics.poll_finished(Outcome(T0, 1.5, reason="timeout", message="too slow"), None)
     names = sample_names(metrics)
@@ -154,7 +155,6 @@ def test_timestamp_and_duration_are_absent_until_there_is_a_value() -> None:
     phases = (("fetch", 0.4), ("validate", 0.1))
     metrics.poll_finished(Outcome(T0 + 60, 0.5, phases=phases), snapshot)
     metrics.poll_finished(Outcome(T0 + 120, 0.25, phases=phases), snapshot)
-    assert value(metrics, "evotic_up") == 1
     assert value(metrics, LAST_SUCCESS.name) == T0 + 120
     assert value(metrics, POLL_DURATION.name) == 0.25
     assert value(metrics, "evotic_servers_rejected") == 3
@@ -166,7 +166,6 @@ def test_timestamp_and_duration_are_absent_until_there_is_a_value() -> None:
     metrics.poll_finished(Outcome(T0 + 180, 2.0, reason="connection"), None)
     assert value(metrics, LAST_SUCCESS.name) == T0 + 120
     assert value(metrics, "evotic_poll_errors_total", reason="connection") == 1
-    assert value(metrics, "evotic_up") == 0
 
 
 def test_a_real_poll_reports_its_figures() -> None:
@@ -208,18 +207,26 @@ def test_request_histogram_buckets() -> None:
     assert value(metrics, requests, endpoint="server_status", code="timeout") == 1
 
 
+def _servers(count: int) -> tuple[Server, ...]:
+    return tuple(Server(id=str(n), hostname=f"h{n}") for n in range(count))
+
+
 def test_serving_reports_what_the_scrape_serves() -> None:
     metrics = AccountMetrics()
-    assert (value(metrics, "evotic_servers"), value(metrics, "evotic_servers_kept")) == (0, 0)
-    metrics.serving(12, 3)
-    assert (value(metrics, "evotic_servers"), value(metrics, "evotic_servers_kept")) == (12, 3)
-    metrics.serving(0, 0)
-    assert (value(metrics, "evotic_servers"), value(metrics, "evotic_servers_kept")) == (0, 0)
+    counts = ("evotic_up", "evotic_servers", "evotic_servers_kept")
+    assert tuple(value(metrics, name) for name in counts) == (0, 0, 0)
+    snapshot = Snapshot(servers=_servers(12), taken_at=T0, kept=3)
+    metrics.serving(Health(True, "ok", snapshot, up=True))
+    assert tuple(value(metrics, name) for name in counts) == (1, 12, 3)
+    metrics.serving(Health(True, "ok", snapshot, up=False))  # a failed poll, fresh data
+    assert tuple(value(metrics, name) for name in counts) == (0, 12, 3)
+    metrics.serving(Health(False, "data is stale", None))
+    assert tuple(value(metrics, name) for name in counts) == (0, 0, 0)
 
 
 def test_each_account_has_a_registry_of_its_own() -> None:
     first, second = AccountMetrics(), AccountMetrics()
-    first.serving(5, 1)
+    first.serving(Health(True, "ok", Snapshot(servers=_servers(5), taken_at=T0), up=True))
     first.poll_finished(Outcome(T0, 1.0), Snapshot(servers=(), taken_at=T0))
     assert value(second, "evotic_servers") == 0
     assert LAST_SUCCESS.name not in sample_names(second)

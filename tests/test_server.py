@@ -512,12 +512,15 @@ def test_stale_data_drops_server_series() -> None:
             s.clock.now = T0 + 120
             fresh = samples((await s.scrape()).text)
             assert len(server_series(fresh)) > 0
+            assert value(fresh, "evotic_up") == 1
+            assert value(fresh, "evotic_servers") == 6
             assert (await s.http.get("/readyz")).status_code == 200
             s.clock.now = T0 + 121
             found = samples((await s.scrape()).text)
             assert not server_series(found)
             assert value(found, "evotic_servers") == 0
-            assert value(found, "evotic_up") == 1  # the last poll did succeed; it is just old
+            # The last poll did succeed, but what it brought is no longer served (README).
+            assert value(found, "evotic_up") == 0
             ready = await s.http.get("/readyz")
             assert ready.status_code == 503
             assert ready.text.startswith("data is stale: last successful poll 121 s ago")
