@@ -32,6 +32,7 @@ from exporter.config import (
     check_sources,
     default_text,
     describe_setting,
+    exposed_files,
     format_address,
     parse_listen_address,
     read_environment,
@@ -149,6 +150,10 @@ async def run(settings: Settings, quotas: Quotas, web: WebConfig) -> int:
     redactor = Redactor()
     configure_logging(settings.log_level, settings.log_format, redactor)
     log = structlog.get_logger("exporter")
+    for exposed in exposed_files(settings, web.key_file):
+        log.warning("file open to other users", file=exposed.what, path=str(exposed.path),
+                    mode=f"{exposed.mode:04o}", others=" and ".join(exposed.others),
+                    fix=exposed.fix)  # fmt: skip
     # Whatever was started is stopped again, in reverse order, however run() ends.
     async with contextlib.AsyncExitStack() as started:
         api_url = settings.api_url

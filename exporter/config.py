@@ -14,6 +14,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import shlex
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +234,47 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, str]:
     if problems:
         raise SettingsError(problems)
     return values
+
+
+@dataclass(frozen=True)
+class ExposedFile:
+    """A file that other users may read (``others`` has "read") or change ("write")."""
+
+    what: str
+    path: Path
+    mode: int
+    others: tuple[str, ...]
+    fix: str
+
+
+def exposed_files(settings: Settings, key_file: Path | None) -> list[ExposedFile]:
+    """The token file and the TLS key where other users may read them, and those two and the
+    web configuration file where other users may change them (which would let them swap the
+    token, the key or the authentication). Only the permission bits for "other" count: a
+    group is often how the exporter's user is meant to read a file (Kubernetes' ``fsGroup``).
+    """
+    candidates = (
+        ("token file", settings.api_token_file, True),
+        ("web configuration file", settings.web_config_file, False),
+        ("TLS key file", key_file, True),
+    )
+    found = []
+    for what, path, secret in candidates:
+        if path is None:
+            continue
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue  # read successfully a moment ago; whatever happened, reading will say
+        others = tuple(
+            word
+            for word, bit in (("read", stat.S_IROTH), ("write", stat.S_IWOTH))
+            if mode & bit and (secret or word == "write")
+        )
+        if others:
+            fix = f"chmod {'o-rwx' if secret else 'o-w'} {shlex.quote(str(path))}"
+            found.append(ExposedFile(what, path, mode, others, fix))
+    return found
 
 
 def read_quotas(settings: Settings) -> Quotas:

@@ -201,6 +201,8 @@ class WebConfig:
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Accepted for compatibility with the toolkit's files; the server speaks HTTP/1.1 only.
     http2: bool = True
+    # The TLS key's path, so that start-up can warn if other users may read it.
+    key_file: Path | None = None
 
     @property
     def tls(self) -> bool:
@@ -403,6 +405,7 @@ def load_web_config(path: Path) -> WebConfig:
         auth=BasicAuth(users) if users else None,
         headers=document.http_server_config.headers.as_mapping(),
         http2=document.http_server_config.http2,
+        key_file=path.parent / tls.key_file if tls.wanted and tls.key_file else None,
     )
 
 

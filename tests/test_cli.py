@@ -319,6 +319,56 @@ def test_an_ipv6_listen_address_is_logged_in_brackets(capsys: pytest.CaptureFixt
 
 
 @pytest.mark.usefixtures("_restore_logging")
+def test_files_open_to_other_users_are_warned_about_once_and_the_exporter_still_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    modes = {"token": 0o644, "web.yml": 0o646, "tls.key": 0o604, "quotas.yml": 0o666}
+    for name, mode in modes.items():
+        (tmp_path / name).write_text(CANARY if name == "token" else "{}\n")
+        (tmp_path / name).chmod(mode)
+    loaded = load(["--api.token-file", str(tmp_path / "token"),
+                   "--api.url", "http://127.0.0.1:9/api/v1", "--poll.interval", "1",
+                   "--web.config.file", str(tmp_path / "web.yml"),
+                   "--traffic.quota-file", str(tmp_path / "quotas.yml"),
+                   "--web.listen-address", "127.0.0.1:0", "--log.format", "json"])  # fmt: skip
+    # The key as load_web would name it from a web configuration file with TLS.
+    web = WebConfig(key_file=tmp_path / "tls.key")
+
+    async def scenario() -> tuple[int, list[dict[str, Any]]]:
+        task = asyncio.create_task(run(loaded.settings, loaded.quotas, web))
+        lines = await _listening(capsys, task)
+        # A poll reads the token file again and fails on the closed port: no second warning.
+        for _ in range(1000):
+            if any(line["event"] == "poll failed" for line in lines):
+                break
+            await asyncio.sleep(0.01)
+            lines += _log_lines(capsys.readouterr().err)
+        os.kill(os.getpid(), signal.SIGTERM)
+        code = await asyncio.wait_for(task, timeout=10)
+        return code, lines + _log_lines(capsys.readouterr().err)
+
+    code, lines = asyncio.run(scenario())
+    assert code == 0
+    warned = [
+        (line["level"], line["file"], line["path"], line["mode"], line["others"], line["fix"])
+        for line in lines
+        if line["event"] == "file open to other users"
+    ]
+    assert warned == [
+        ("warning", "token file", f"{tmp_path}/token", "0644", "read",
+         f"chmod o-rwx {tmp_path}/token"),
+        ("warning", "web configuration file", f"{tmp_path}/web.yml", "0646", "write",
+         f"chmod o-w {tmp_path}/web.yml"),
+        ("warning", "TLS key file", f"{tmp_path}/tls.key", "0604", "read",
+         f"chmod o-rwx {tmp_path}/tls.key"),
+    ]  # fmt: skip
+    events = [line["event"] for line in lines]
+    assert events.index("listening") > events.index("file open to other users")
+    assert "poll failed" in events
+    assert CANARY not in str(lines)
+
+
+@pytest.mark.usefixtures("_restore_logging")
 @pytest.mark.parametrize("source", ["demo", "token", "token_file"])
 def test_run_exits_1_when_the_address_is_taken(
     source: str, busy_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -165,6 +165,13 @@ def test_defaults_and_relative_paths(tmp_path: Path, pki: Pki) -> None:
     assert web.client_auth == "NoClientCert"
 
 
+def test_the_key_files_path_is_kept_for_the_permission_check(tmp_path: Path, pki: Pki) -> None:
+    relative = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+    assert load_web_config(_write(pki.directory, relative)).key_file == pki.server_key
+    assert load_web_config(_write(tmp_path, _tls(pki))).key_file == pki.server_key
+    assert load_web_config(_write(tmp_path, f"basic_auth_users:\n  a: {HASH}\n")).key_file is None
+
+
 def test_verify_if_given_is_optional(tmp_path: Path, pki: Pki) -> None:
     web = load_web_config(_write(tmp_path, f"""
 tls_server_config:
