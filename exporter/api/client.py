@@ -22,6 +22,7 @@ import httpx
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from exporter.api.causes import connection_cause
 from exporter.api.errors import (
     ApiConnectionError,
     ApiStatusError,
@@ -350,12 +351,13 @@ class EvoticClient:
                 if response.status_code != 200:
                     self._raise_for_status(response)
                 return await self._read_capped(response)
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as error:
             code = "timeout"
-            raise ApiTimeoutError(f"{endpoint}: no answer within the timeout") from None
+            waited = "no connection" if isinstance(error, httpx.ConnectTimeout) else "no answer"
+            raise ApiTimeoutError(endpoint, f"{waited} within the timeout") from None
         except httpx.TransportError as error:
             code = "connection" if code == "error" else code
-            raise ApiConnectionError(f"{endpoint}: {type(error).__name__}") from None
+            raise ApiConnectionError(endpoint, connection_cause(error)) from None
         finally:
             self._observe(endpoint, code, time.perf_counter() - started)
 

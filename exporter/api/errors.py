@@ -29,13 +29,23 @@ class EvoticError(Exception):
 
 
 class ApiConnectionError(EvoticError):
-    """The request never got an answer: DNS, refused connection, reset, TLS failure."""
+    """The request never got an answer: DNS, refused connection, reset, TLS failure.
+
+    ``endpoint`` is the API endpoint asked; ``cause`` says in words why no answer came
+    (``connection refused``, ``host name not resolved (…)``, ``TLS certificate not trusted: …``),
+    never with a URL, so neither the token nor a query string can be part of it.
+    """
 
     reason = "connection"
 
+    def __init__(self, endpoint: str, cause: str) -> None:
+        super().__init__(f"{endpoint}: {cause}")
+        self.endpoint = endpoint
+        self.cause = cause
+
 
 class ApiTimeoutError(ApiConnectionError):
-    """No answer within the request timeout or the poll deadline."""
+    """No answer within the request timeout."""
 
     reason = "timeout"
 

@@ -1,0 +1,154 @@
+"""The client over real local sockets: why no answer came.
+
+Each server here is a few lines of asyncio on 127.0.0.1 in the test's own event loop, so that
+what reaches the client is what a real network gives: a refused port, a failed name lookup, a
+certificate nobody vouches for, a body shorter than its ``Content-Length``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+
+from exporter.api.client import EvoticClient
+from exporter.api.errors import ApiConnectionError, EvoticError
+
+from .test_webconfig import Pki, make_pki
+
+TOKEN = "c0nnection-canary-token-7d1e"
+OK_EMPTY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    reply: bytes, *, tls: ssl.SSLContext | None = None, reset: bool = False
+) -> AsyncIterator[int]:
+    """A server on 127.0.0.1 that reads what comes first, sends ``reply`` and closes.
+
+    With ``reset`` it closes with a TCP reset instead of sending anything.
+    """
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read(65536)
+            if reset:
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
+            writer.write(reply)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=tls)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+def closed_port() -> int:
+    """A port nothing listens on: bound for a moment, then closed again."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_tls(pki: Pki) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    return context
+
+
+class Requests:
+    """The client's request observer: every (endpoint, code) it was told, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, endpoint: str, code: str, seconds: float) -> None:
+        self.seen.append((endpoint, code))
+
+
+async def _no_wait(seconds: float) -> None:
+    return None
+
+
+def _client(url: str, observe: Requests) -> EvoticClient:
+    return EvoticClient(url, lambda: TOKEN, timeout=5, user_agent="t", observe=observe,
+                        sleep=_no_wait)  # fmt: skip
+
+
+async def _fail(url: str) -> tuple[EvoticError, Requests]:
+    observe = Requests()
+    client = _client(url, observe)
+    try:
+        with pytest.raises(EvoticError) as caught:
+            await client.list_servers()
+    finally:
+        await client.aclose()
+    return caught.value, observe
+
+
+# ------------------------------------------------------------------ no answer: the cause in words
+
+
+def _assert_connection_error(error: EvoticError, observe: Requests, cause: str) -> None:
+    assert isinstance(error, ApiConnectionError)
+    assert error.reason == "connection"
+    assert error.cause == cause
+    assert str(error) == f"servers: {cause}"
+    assert TOKEN not in str(error)
+    # Retried like every connection error, and each attempt counted once, as connection.
+    assert observe.seen == [("servers", "connection")] * 3
+
+
+def test_a_refused_port_says_connection_refused() -> None:
+    error, observe = asyncio.run(_fail(f"http://127.0.0.1:{closed_port()}/api/v1"))
+    _assert_connection_error(error, observe, "connection refused")
+
+
+def test_an_unknown_host_name_says_it_was_not_resolved() -> None:
+    # .invalid never resolves (RFC 2606), with or without a network.
+    error, observe = asyncio.run(_fail("https://evotic-api.invalid/api/v1"))
+    assert isinstance(error, ApiConnectionError)
+    assert error.cause.startswith("host name not resolved (")
+    _assert_connection_error(error, observe, error.cause)
+
+
+def test_an_untrusted_certificate_says_why(pki: Pki) -> None:
+    async def scenario() -> tuple[EvoticError, Requests]:
+        async with serving(OK_EMPTY, tls=server_tls(pki)) as port:
+            return await _fail(f"https://127.0.0.1:{port}/api/v1")
+
+    error, observe = asyncio.run(scenario())
+    cause = "TLS certificate not trusted: unable to get local issuer certificate"
+    _assert_connection_error(error, observe, cause)
+
+
+def test_https_to_a_plain_http_port_says_the_handshake_failed() -> None:
+    async def scenario() -> tuple[EvoticError, Requests]:
+        async with serving(OK_EMPTY) as port:
+            return await _fail(f"https://127.0.0.1:{port}/api/v1")
+
+    error, observe = asyncio.run(scenario())
+    cause = "TLS handshake failed: WRONG_VERSION_NUMBER (is it a plain-HTTP port?)"
+    _assert_connection_error(error, observe, cause)
+
+
+def test_a_reset_connection_says_connection_reset() -> None:
+    async def scenario() -> tuple[EvoticError, Requests]:
+        async with serving(b"", reset=True) as port:
+            return await _fail(f"http://127.0.0.1:{port}/api/v1")
+
+    error, observe = asyncio.run(scenario())
+    _assert_connection_error(error, observe, "connection reset")
