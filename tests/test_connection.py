@@ -1,4 +1,4 @@
-"""The client over real local sockets: why no answer came.
+"""The client over real local sockets: why no answer came, and answers cut off.
 
 Each server here is a few lines of asyncio on 127.0.0.1 in the test's own event loop, so that
 what reaches the client is what a real network gives: a refused port, a failed name lookup, a
@@ -14,10 +14,14 @@ import ssl
 import struct
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from exporter.api.client import EvoticClient
-from exporter.api.errors import ApiConnectionError, EvoticError
+from exporter.api.errors import ApiConnectionError, EvoticError, InvalidResponseError
+from exporter.api.token import TokenSource
+from exporter.logging import Redactor
+from exporter.poller import Poller, PollSettings
 
 from .test_webconfig import Pki, make_pki
 
@@ -152,3 +156,62 @@ def test_a_reset_connection_says_connection_reset() -> None:
 
     error, observe = asyncio.run(scenario())
     _assert_connection_error(error, observe, "connection reset")
+
+
+# ------------------------------------------------------------------ every request counted once
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"6\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_cut_off_body_is_an_invalid_response_counted_once_under_its_status(head: bytes) -> None:
+    async def scenario() -> tuple[EvoticError, Requests]:
+        async with serving(head + b"[1,2,3") as port:
+            return await _fail(f"http://127.0.0.1:{port}/api/v1")
+
+    error, observe = asyncio.run(scenario())
+    assert isinstance(error, InvalidResponseError)
+    assert error.reason == "invalid_response"
+    assert str(error).startswith("servers: the answer was cut off after ")
+    assert observe.seen == [("servers", "200")], "not retried, and counted once"
+
+
+def test_a_body_that_cannot_be_decoded_is_an_invalid_response() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 6\r\n\r\n"
+
+    async def scenario() -> tuple[EvoticError, Requests]:
+        async with serving(head + b"not gz") as port:
+            return await _fail(f"http://127.0.0.1:{port}/api/v1")
+
+    error, observe = asyncio.run(scenario())
+    assert isinstance(error, InvalidResponseError)
+    assert observe.seen == [("servers", "200")]
+
+
+def test_a_request_cut_off_by_the_poll_deadline_is_counted_once_as_timeout() -> None:
+    async def never(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def scenario() -> tuple[bool, Poller, Requests]:
+        observe = Requests()
+        token = TokenSource(Redactor(), token=TOKEN)
+        client = EvoticClient("https://api.test/v1", token, timeout=60, user_agent="t",
+                              observe=observe, transport=httpx.MockTransport(never))  # fmt: skip
+        poller = Poller(client, token, PollSettings(interval=0.5))
+        succeeded = await poller.poll_once()
+        await client.aclose()
+        return succeeded, poller, observe
+
+    succeeded, poller, observe = asyncio.run(scenario())
+    assert not succeeded
+    outcome = poller.state.outcome
+    assert outcome is not None
+    assert outcome.reason == "timeout"
+    assert observe.seen == [("servers", "timeout")]

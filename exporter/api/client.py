@@ -53,7 +53,13 @@ PAGE_CONCURRENCY = 4
 
 
 class RequestObserver(Protocol):
-    """Told about every HTTP request the client makes (for ``evotic_api_requests_total``)."""
+    """Told once about every HTTP request the client makes (``evotic_api_requests_total``).
+
+    ``code`` is the answer's status code once its status line has come, even if the body
+    is then cut off, too large or too slow; ``timeout`` when no status came in time (the
+    request timeout, or the poll's deadline cancelling the request); ``connection`` when
+    none came for any other reason.
+    """
 
     def __call__(self, endpoint: str, code: str, seconds: float) -> None: ...
 
@@ -344,21 +350,28 @@ class EvoticClient:
             )
         headers = {"Authorization": f"Bearer {self._token()}"}
         started = time.perf_counter()
-        code = "error"
+        # Counted exactly once, in ``finally``: the status once it has come, else why not.
+        status: int | None = None
+        no_answer = "connection"
         try:
             async with self._http.stream("GET", url, headers=headers) as response:
-                code = str(response.status_code)
-                if response.status_code != 200:
+                status = response.status_code
+                if status != 200:
                     self._raise_for_status(response)
-                return await self._read_capped(response)
+                return await self._read_body(response, endpoint)
         except httpx.TimeoutException as error:
-            code = "timeout"
+            no_answer = "timeout"
             waited = "no connection" if isinstance(error, httpx.ConnectTimeout) else "no answer"
             raise ApiTimeoutError(endpoint, f"{waited} within the timeout") from None
         except httpx.TransportError as error:
-            code = "connection" if code == "error" else code
             raise ApiConnectionError(endpoint, connection_cause(error)) from None
+        except asyncio.CancelledError:
+            # Only the poll's deadline cancels a request, or the shutdown, when the server no
+            # longer answers scrapes: either way no answer came in the time it had.
+            no_answer = "timeout"
+            raise
         finally:
+            code = no_answer if status is None else str(status)
             self._observe(endpoint, code, time.perf_counter() - started)
 
     def _raise_for_status(self, response: httpx.Response) -> None:
@@ -381,17 +394,39 @@ class EvoticClient:
         suffix = f": {explanation}" if explanation else ""
         raise ApiStatusError(f"HTTP {status}{suffix}", status)
 
-    async def _read_capped(self, response: httpx.Response) -> bytes:
+    async def _read_body(self, response: httpx.Response, endpoint: str) -> bytes:
+        """The whole body of a 200, at most ``max_response_bytes``.
+
+        A body cut off before its end (the connection closed or reset short of its
+        ``Content-Length`` or last chunk) is an invalid response, as is one that cannot be
+        decoded: the API did answer, and asking again the same poll is not the fix. A body
+        that stops coming for longer than the timeout is a timeout, retried like one.
+        """
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise InvalidResponseError(f"answer larger than {self._max_bytes} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise InvalidResponseError(f"answer larger than {self._max_bytes} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise InvalidResponseError(f"answer larger than {self._max_bytes} bytes")
+                chunks.append(chunk)
+        except httpx.TimeoutException:
+            raise ApiTimeoutError(
+                endpoint, "the answer stalled for longer than the timeout"
+            ) from None
+        except httpx.DecodingError:
+            raise InvalidResponseError(
+                f"{endpoint}: the answer cannot be decoded as its Content-Encoding says"
+            ) from None
+        except httpx.TransportError:
+            received = response.num_bytes_downloaded
+            expected = f" of {declared}" if declared.isdigit() else ""
+            raise InvalidResponseError(
+                f"{endpoint}: the answer was cut off after {received}{expected} bytes"
+            ) from None
         return b"".join(chunks)
 
 
