@@ -13,7 +13,7 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -23,6 +23,13 @@ from pydantic import ValidationError
 from exporter import __version__
 from exporter.account import Account
 from exporter.api.client import EvoticClient
+from exporter.api.network import (
+    ApiRoute,
+    CaFileError,
+    ProxySettingError,
+    environment_proxy,
+    tls_context,
+)
 from exporter.api.token import TokenSource
 from exporter.config import (
     OPTIONS,
@@ -80,10 +87,12 @@ class Loaded:
 
     settings: Settings
     quotas: Quotas
+    route: ApiRoute
 
 
 def load(argv: Sequence[str] | None) -> Loaded:
-    """Settings from flags over the environment, the checks that span fields, the quota file."""
+    """Settings from flags over the environment, the checks that span fields, the quota file,
+    the CA file and the proxy variables."""
     flags: dict[str, Any] = vars(build_parser().parse_args(argv))
     values: dict[str, Any] = {**read_environment(os.environ), **flags}
     try:
@@ -91,7 +100,22 @@ def load(argv: Sequence[str] | None) -> Loaded:
     except ValidationError as error:
         raise SettingsError(validation_problems(error)) from None
     check_sources(settings)
-    return Loaded(settings, read_quotas(settings))
+    return Loaded(settings, read_quotas(settings), load_route(settings, os.environ))
+
+
+def load_route(settings: Settings, environ: Mapping[str, str]) -> ApiRoute:
+    """Whom the client trusts (``--api.ca-file``) and the proxy the standard variables name.
+
+    Raises ``SettingsError`` for an unusable CA file, ``ProxySettingError`` for a proxy
+    variable the client cannot honour.
+    """
+    try:
+        tls = tls_context(settings.api_ca_file)
+    except CaFileError as error:
+        raise SettingsError([Problem("api_ca_file", error.problem)]) from None
+    if settings.demo:
+        return ApiRoute(tls)  # the simulator is on this host, over plain HTTP
+    return ApiRoute(tls, environment_proxy(settings.api_url, environ))
 
 
 def load_settings(argv: Sequence[str] | None) -> Settings:
@@ -140,13 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load(argv)
         web = load_web(loaded.settings)
-    except SettingsError as error:
+    except (SettingsError, ProxySettingError) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    return asyncio.run(run(loaded.settings, loaded.quotas, web))
+    return asyncio.run(run(loaded.settings, loaded.quotas, web, loaded.route))
 
 
-async def run(settings: Settings, quotas: Quotas, web: WebConfig) -> int:
+async def run(settings: Settings, quotas: Quotas, web: WebConfig, route: ApiRoute) -> int:
     redactor = Redactor()
     configure_logging(settings.log_level, settings.log_format, redactor)
     log = structlog.get_logger("exporter")
@@ -178,8 +202,11 @@ async def run(settings: Settings, quotas: Quotas, web: WebConfig) -> int:
         client = EvoticClient(
             api_url, token, timeout=settings.api_timeout,
             user_agent=f"{PROG}/{__version__}", observe=metrics.request,
-            auth_origin=token.origin,
+            auth_origin=token.origin, route=route,
         )  # fmt: skip
+        if route.proxy is not None:
+            log.info("reaching the API through a proxy", proxy=route.proxy.origin,
+                     variable=route.proxy.variable)  # fmt: skip
         account = Account(client, token, PollSettings.from_settings(settings), metrics,
                           quotas=quotas)  # fmt: skip
         started.push_async_callback(account.stop)  # also closes the client

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     api_token_file: Path | None = None
     api_timeout: float = Field(default=10.0, gt=0, le=300)
+    api_ca_file: Path | None = None
     poll_interval: float = Field(default=60.0, ge=1, le=86400)
     stale_after: float = Field(default=600.0, gt=0, validate_default=True)
     collect_status: bool = False
@@ -183,7 +184,9 @@ def check_sources(settings: Settings) -> None:
     if settings.demo:
         # The demo polls its own simulator; an API or token given beside it would be ignored.
         given = [
-            f for f in ("api_url", "api_token", "api_token_file") if f in settings.model_fields_set
+            f
+            for f in ("api_url", "api_token", "api_token_file", "api_ca_file")
+            if f in settings.model_fields_set
         ]
         if given:
             raise SettingsError([Problem(f, "cannot be used with --demo") for f in given])
@@ -347,6 +350,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_token", "--api.token", "API bearer token (prefer --api.token-file)"),
     Option("api_token_file", "--api.token-file", "file holding the token, re-read every poll"),
     Option("api_timeout", "--api.timeout", "seconds per HTTP request"),
+    Option("api_ca_file", "--api.ca-file",
+           "PEM file of CA certificates trusted for the API, besides the public ones"),
     Option("poll_interval", "--poll.interval", "seconds between polls (at least 1)"),
     Option("stale_after", "--poll.stale-after",
            "seconds after the last good poll until server series are dropped and evotic_up is 0 "

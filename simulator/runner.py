@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from exporter.config import format_address
-from exporter.webserver import AsgiServer, bind_socket
+from exporter.webserver import AsgiServer, HttpsContext, bind_socket
 from simulator.app import SimulatorApp
 from simulator.control import CONTROL_PREFIX
 from simulator.faults import FaultSet
@@ -46,14 +46,17 @@ class SimulatorOptions:
 class RunningSimulator:
     """A simulator serving HTTP; ``url`` is the API base, ``control_url`` the test controls."""
 
-    def __init__(self, server: AsgiServer, app: SimulatorApp, host: str, token: str) -> None:
+    def __init__(
+        self, server: AsgiServer, app: SimulatorApp, host: str, token: str, *, tls: bool = False
+    ) -> None:
         self._server = server
         self.app = app
         self.fleet: Fleet = app.fleet
         self.faults: FaultSet = app.faults
         self.token = token
         self.port = server.port
-        origin = f"http://{format_address(host, self.port)}"
+        scheme = "https" if tls else "http"
+        origin = f"{scheme}://{format_address(host, self.port)}"
         self.url = f"{origin}/api/v1"
         self.control_url = f"{origin}{CONTROL_PREFIX}"
 
@@ -81,10 +84,12 @@ async def start_simulator(
     port: int = 0,
     *,
     clock: Clock | None = None,
+    ssl_context: HttpsContext | None = None,
 ) -> RunningSimulator:
     """Build the fleet and serve the API on ``host:port`` (port 0 picks a free one).
 
     ``clock`` (Unix seconds) replaces the wall clock for the fleet, so that tests can move time.
+    With ``ssl_context`` the API is served over HTTPS, as the real one is.
     """
     fleet = Fleet(
         clock or time.time,
@@ -101,10 +106,10 @@ async def start_simulator(
         latency=options.latency,
     )
     sock = bind_socket(host, port)
-    server = AsgiServer(app, sock)
+    server = AsgiServer(app, sock, ssl_context=ssl_context)
     try:
         await server.start()
     except BaseException:
         sock.close()
         raise
-    return RunningSimulator(server, app, host, options.token)
+    return RunningSimulator(server, app, host, options.token, tls=ssl_context is not None)

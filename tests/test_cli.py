@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.api.models import Server
-from exporter.cli import PROG, load, load_web, main, run, tune_allocator
+from exporter.api.network import ProxySettingError
+from exporter.cli import PROG, load, load_route, load_web, main, run, tune_allocator
 from exporter.config import DEFAULT_PORT, OPTIONS, Settings
 from exporter.webconfig import WebConfig
 
@@ -96,6 +97,10 @@ def _one_line(text: str) -> str:
         (["--api.token", CANARY, "--poll.stale-after", "90"],
          "EVOTIC_POLL_STALE_AFTER (--poll.stale-after): 90 s is less than twice --poll.interval "
          "(60 s); set at least 120 s"),
+        (["--api.token", CANARY, "--api.ca-file", "/nonexistent/ca.pem"],
+         "EVOTIC_API_CA_FILE (--api.ca-file): cannot read /nonexistent/ca.pem"),
+        (["--api.token", CANARY, "--api.ca-file", "/etc/hostname"],
+         "EVOTIC_API_CA_FILE (--api.ca-file): no PEM certificate in /etc/hostname"),
     ],
 )  # fmt: skip
 def test_main_exits_2_with_one_line_for_bad_settings(
@@ -118,6 +123,16 @@ def test_a_bad_web_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     assert "EVOTIC_WEB_CONFIG_FILE" in line
     assert "basic_auth_users" in line
     assert CANARY not in line
+
+
+def test_a_proxy_the_client_cannot_use_stops_the_start_up() -> None:
+    settings = Settings(api_token=CANARY)
+    with pytest.raises(ProxySettingError, match="HTTPS_PROXY: socks5:// proxies"):
+        load_route(settings, {"HTTPS_PROXY": "socks5://proxy:1080"})
+    # The demo's simulator is on this host, over plain HTTP: no proxy, whatever is set.
+    demo = Settings(demo=True)
+    assert load_route(demo, {"HTTPS_PROXY": "http://proxy:3128"}).proxy is None
+    assert load_route(settings, {"HTTPS_PROXY": "http://proxy:3128"}).proxy is not None
 
 
 def test_an_unknown_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -260,7 +275,7 @@ def test_run_serves_the_demo_until_sigterm(capsys: pytest.CaptureFixture[str]) -
                    "--log.format", "json"])  # fmt: skip
 
     async def scenario() -> tuple[int, str]:
-        task = asyncio.create_task(run(loaded.settings, loaded.quotas, WebConfig()))
+        task = asyncio.create_task(run(loaded.settings, loaded.quotas, WebConfig(), loaded.route))
         lines = await _listening(capsys, task)
         [listening] = [line for line in lines if line["event"] == "listening"]
         assert listening["demo"] is True
@@ -301,7 +316,7 @@ def test_an_ipv6_listen_address_is_logged_in_brackets(capsys: pytest.CaptureFixt
     loaded = load(["--demo", "--web.listen-address", "[::1]:0", "--log.format", "json"])
 
     async def scenario() -> tuple[int, str, str]:
-        task = asyncio.create_task(run(loaded.settings, loaded.quotas, WebConfig()))
+        task = asyncio.create_task(run(loaded.settings, loaded.quotas, WebConfig(), loaded.route))
         lines = await _listening(capsys, task)
         [listening] = [line for line in lines if line["event"] == "listening"]
         address = listening["address"]
@@ -335,7 +350,7 @@ def test_files_open_to_other_users_are_warned_about_once_and_the_exporter_still_
     web = WebConfig(key_file=tmp_path / "tls.key")
 
     async def scenario() -> tuple[int, list[dict[str, Any]]]:
-        task = asyncio.create_task(run(loaded.settings, loaded.quotas, web))
+        task = asyncio.create_task(run(loaded.settings, loaded.quotas, web, loaded.route))
         lines = await _listening(capsys, task)
         # A poll reads the token file again and fails on the closed port: no second warning.
         for _ in range(1000):
@@ -383,7 +398,7 @@ def test_run_exits_1_when_the_address_is_taken(
     }
     loaded = load([*sources[source], "--web.listen-address", busy_address,
                    "--log.format", "json"])  # fmt: skip
-    assert asyncio.run(run(loaded.settings, loaded.quotas, WebConfig())) == 1
+    assert asyncio.run(run(loaded.settings, loaded.quotas, WebConfig(), loaded.route)) == 1
     err = capsys.readouterr().err
     [line] = [line for line in _log_lines(err) if line["event"] == "cannot listen"]
     assert line["address"] == busy_address

@@ -289,6 +289,7 @@ def test_demo_needs_no_token() -> None:
             ["--demo", "--api.token-file", "/etc/hostname"],
             "EVOTIC_API_TOKEN_FILE (--api.token-file)",
         ),
+        (["--demo", "--api.ca-file", "/etc/hostname"], "EVOTIC_API_CA_FILE (--api.ca-file)"),
     ],
 )
 def test_demo_refuses_an_api_or_a_token_it_would_ignore(argv: list[str], named: str) -> None:

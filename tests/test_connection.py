@@ -1,4 +1,4 @@
-"""The client over real local sockets: why no answer came, and answers cut off.
+"""The client over real local sockets: why no answer came, cut-off answers, trust and proxies.
 
 Each server here is a few lines of asyncio on 127.0.0.1 in the test's own event loop, so that
 what reaches the client is what a real network gives: a refused port, a failed name lookup, a
@@ -19,10 +19,12 @@ import pytest
 
 from exporter.api.client import EvoticClient
 from exporter.api.errors import ApiConnectionError, EvoticError, InvalidResponseError
+from exporter.api.network import ApiRoute, Proxy, tls_context
 from exporter.api.token import TokenSource
 from exporter.logging import Redactor
 from exporter.poller import Poller, PollSettings
 
+from .forward_proxy import ForwardProxy
 from .test_webconfig import Pki, make_pki
 
 TOKEN = "c0nnection-canary-token-7d1e"
@@ -87,14 +89,14 @@ async def _no_wait(seconds: float) -> None:
     return None
 
 
-def _client(url: str, observe: Requests) -> EvoticClient:
+def _client(url: str, observe: Requests, route: ApiRoute | None = None) -> EvoticClient:
     return EvoticClient(url, lambda: TOKEN, timeout=5, user_agent="t", observe=observe,
-                        sleep=_no_wait)  # fmt: skip
+                        route=route, sleep=_no_wait)  # fmt: skip
 
 
-async def _fail(url: str) -> tuple[EvoticError, Requests]:
+async def _fail(url: str, route: ApiRoute | None = None) -> tuple[EvoticError, Requests]:
     observe = Requests()
-    client = _client(url, observe)
+    client = _client(url, observe, route)
     try:
         with pytest.raises(EvoticError) as caught:
             await client.list_servers()
@@ -158,6 +160,15 @@ def test_a_reset_connection_says_connection_reset() -> None:
     _assert_connection_error(error, observe, "connection reset")
 
 
+def test_a_connection_closed_without_an_answer_says_so() -> None:
+    async def scenario() -> tuple[EvoticError, Requests]:
+        async with serving(b"") as port:
+            return await _fail(f"http://127.0.0.1:{port}/api/v1")
+
+    error, observe = asyncio.run(scenario())
+    _assert_connection_error(error, observe, "connection closed without a valid HTTP answer")
+
+
 # ------------------------------------------------------------------ every request counted once
 
 
@@ -215,3 +226,73 @@ def test_a_request_cut_off_by_the_poll_deadline_is_counted_once_as_timeout() -> 
     assert outcome is not None
     assert outcome.reason == "timeout"
     assert observe.seen == [("servers", "timeout")]
+
+
+# ------------------------------------------------------------------ trust: --api.ca-file
+
+
+def test_the_ca_file_makes_a_private_ca_trusted(pki: Pki) -> None:
+    async def scenario() -> tuple[int, Requests]:
+        observe = Requests()
+        async with serving(OK_EMPTY, tls=server_tls(pki)) as port:
+            client = _client(f"https://127.0.0.1:{port}/api/v1", observe,
+                             ApiRoute(tls_context(pki.ca)))  # fmt: skip
+            listing = await client.list_servers()
+            await client.aclose()
+        return len(listing.servers), observe
+
+    servers, observe = asyncio.run(scenario())
+    assert servers == 0
+    assert observe.seen == [("servers", "200")]
+
+
+# ------------------------------------------------------------------ a proxy: CONNECT only
+
+
+def test_through_a_proxy_the_token_travels_inside_tls(pki: Pki) -> None:
+    async def scenario() -> tuple[ForwardProxy, int, Requests]:
+        observe = Requests()
+        proxy = await ForwardProxy().start()
+        try:
+            async with serving(OK_EMPTY, tls=server_tls(pki)) as port:
+                route = ApiRoute(tls_context(pki.ca), Proxy(proxy.url, "HTTPS_PROXY"))
+                client = _client(f"https://127.0.0.1:{port}/api/v1", observe, route)
+                await client.list_servers()
+                await client.aclose()
+        finally:
+            await proxy.stop()
+        return proxy, port, observe
+
+    proxy, port, observe = asyncio.run(scenario())
+    assert observe.seen == [("servers", "200")]
+    assert proxy.request_lines == [f"CONNECT 127.0.0.1:{port} HTTP/1.1"]
+    assert TOKEN.encode() not in proxy.received
+    assert b"Authorization" not in proxy.received
+
+
+def test_a_failing_proxy_is_named_in_the_cause() -> None:
+    route = ApiRoute(tls_context(None), Proxy(f"http://127.0.0.1:{closed_port()}", "HTTPS_PROXY"))
+    error, _ = asyncio.run(_fail("https://api.test/v1", route))
+    assert isinstance(error, ApiConnectionError)
+    assert error.cause.startswith("connection refused via the proxy http://127.0.0.1:")
+
+
+def test_a_proxy_that_refuses_the_tunnel_says_so() -> None:
+    async def scenario() -> tuple[EvoticError, str]:
+        proxy = await ForwardProxy().start()
+        try:
+            route = ApiRoute(tls_context(None), Proxy(proxy.url, "HTTPS_PROXY"))
+            error, _ = await _fail(f"https://127.0.0.1:{closed_port()}/api/v1", route)
+        finally:
+            await proxy.stop()
+        return error, proxy.url
+
+    error, proxy_url = asyncio.run(scenario())
+    assert isinstance(error, ApiConnectionError)
+    assert error.cause == f"the proxy refused the tunnel: 502 Bad Gateway via the proxy {proxy_url}"
+
+
+def test_a_proxy_is_refused_for_a_plain_http_api() -> None:
+    route = ApiRoute(tls_context(None), Proxy("http://127.0.0.1:3128", "HTTP_PROXY"))
+    with pytest.raises(ValueError, match="in clear"):
+        EvoticClient("http://api.test/v1", lambda: TOKEN, timeout=1, user_agent="t", route=route)

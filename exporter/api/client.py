@@ -41,6 +41,7 @@ from exporter.api.models import (
     Server,
     ServerStatus,
 )
+from exporter.api.network import ApiRoute
 
 ENDPOINT_SERVERS = "servers"
 ENDPOINT_STATUS = "server_status"
@@ -210,7 +211,8 @@ class EvoticClient:
     ``token`` is asked for the current token before every request, so a token file re-read by
     the poller takes effect at once. The token goes in the ``Authorization`` header only, and
     only to the configured API origin: redirects are refused and a ``links.next`` pointing
-    elsewhere is an invalid response.
+    elsewhere is an invalid response. ``route`` says whom to trust and which proxy to use;
+    a proxy is refused for an ``http://`` API, where it would read the token in clear.
     """
 
     def __init__(
@@ -223,6 +225,7 @@ class EvoticClient:
         retry: RetryPolicy = RetryPolicy(),
         observe: RequestObserver = _ignore_request,
         auth_origin: str = "the configured token",
+        route: ApiRoute | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -241,13 +244,22 @@ class EvoticClient:
         self._rng = rng or random.Random()
         # A 429's Retry-After: nothing is sent before this (monotonic seconds).
         self._held_until = 0.0
+        proxy = route.proxy if route is not None else None
+        if proxy is not None and urlsplit(self._base).scheme != "https":
+            raise ValueError("a proxy would read the token in clear: only an https API URL "
+                             "goes through one")  # fmt: skip
+        # Said after a connection error, so that a proxy's failure is not taken for the API's.
+        self._via = f" via the proxy {proxy.origin}" if proxy is not None else ""
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             headers={"User-Agent": user_agent, "Accept": "application/json"},
             follow_redirects=False,
             transport=transport,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            # The environment is read once, by the composition root, into ``route``.
             trust_env=False,
+            verify=route.tls if route is not None else True,
+            proxy=proxy.url if proxy is not None else None,
         )
 
     async def aclose(self) -> None:
@@ -362,9 +374,9 @@ class EvoticClient:
         except httpx.TimeoutException as error:
             no_answer = "timeout"
             waited = "no connection" if isinstance(error, httpx.ConnectTimeout) else "no answer"
-            raise ApiTimeoutError(endpoint, f"{waited} within the timeout") from None
+            raise ApiTimeoutError(endpoint, f"{waited} within the timeout{self._via}") from None
         except httpx.TransportError as error:
-            raise ApiConnectionError(endpoint, connection_cause(error)) from None
+            raise ApiConnectionError(endpoint, connection_cause(error) + self._via) from None
         except asyncio.CancelledError:
             # Only the poll's deadline cancels a request, or the shutdown, when the server no
             # longer answers scrapes: either way no answer came in the time it had.
@@ -414,9 +426,8 @@ class EvoticClient:
                     raise InvalidResponseError(f"answer larger than {self._max_bytes} bytes")
                 chunks.append(chunk)
         except httpx.TimeoutException:
-            raise ApiTimeoutError(
-                endpoint, "the answer stalled for longer than the timeout"
-            ) from None
+            raise ApiTimeoutError(endpoint, f"the answer stalled for longer than the timeout"
+                                  f"{self._via}") from None  # fmt: skip
         except httpx.DecodingError:
             raise InvalidResponseError(
                 f"{endpoint}: the answer cannot be decoded as its Content-Encoding says"
