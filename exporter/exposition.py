@@ -74,7 +74,7 @@ def go_float(value: float) -> str:
     if 0.0 <= value < 1e6:
         return repr(value)
     if 1e6 <= value < 1e16:
-        text = repr(value)
+        text = repr(float(value))  # an int has no point to move
         exponent = _EXPONENTS[text.find(".") - 1]
         digits = text.replace(".", "").rstrip("0")
         if len(digits) == 1:

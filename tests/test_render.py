@@ -174,3 +174,8 @@ def test_number_formatting_matches_prometheus_client() -> None:
         values += [float(rng.randrange(1, 10**17) // 10 ** rng.randrange(0, 17))]
     for value in values:
         assert _go_float(value) == floatToGoString(value), value
+    # An int of a million or more (a size in whole bytes) is the float it stands for, not a
+    # number a hundred times larger; below that, "7" and "7.0" are the same sample value.
+    for number in (10**6, 2**40, 5 * 2**40, 10**15 + 3):
+        assert _go_float(number) == floatToGoString(float(number)), number
+    assert float(_go_float(7)) == 7
