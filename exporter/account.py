@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+
 from exporter.api.client import EvoticClient
 from exporter.api.token import TokenSource
 from exporter.exposition import Exposition, ExpositionCache
@@ -41,11 +43,13 @@ class Account:
         *,
         quotas: Quotas | None = None,
         clock: Callable[[], float] = time.time,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.metrics = metrics
+        self.api_url = client.base_url
         self.cache = ExpositionCache(on_render=lambda seconds: metrics.phase("render", seconds))
         self.poller = Poller(client, token, settings, quotas=quotas, publish=self._publish,
-                             observer=metrics, clock=clock)  # fmt: skip
+                             observer=metrics, clock=clock, logger=logger)  # fmt: skip
         self._stale_after = settings.stale_after
         self._clock = clock
 
@@ -59,6 +63,9 @@ class Account:
 
     def alive(self) -> bool:
         return self.poller.alive()
+
+    def use_quotas(self, quotas: Quotas) -> None:
+        self.poller.use_quotas(quotas)
 
     def start(self) -> None:
         self.poller.start()

@@ -11,10 +11,13 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import sys
+import time
+import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import structlog
@@ -22,14 +25,10 @@ from pydantic import ValidationError
 
 from exporter import __version__
 from exporter.account import Account
+from exporter.accounts import Accounts
+from exporter.accounts_file import DEFAULT_ACCOUNT, AccountConfig, read_accounts
 from exporter.api.client import EvoticClient
-from exporter.api.network import (
-    ApiRoute,
-    CaFileError,
-    ProxySettingError,
-    environment_proxy,
-    tls_context,
-)
+from exporter.api.network import ProxySettingError
 from exporter.api.token import TokenSource
 from exporter.config import (
     OPTIONS,
@@ -43,13 +42,13 @@ from exporter.config import (
     format_address,
     parse_listen_address,
     read_environment,
-    read_quotas,
     validation_problems,
 )
 from exporter.logging import Redactor, configure_logging
-from exporter.own_metrics import AccountMetrics, process_registry
+from exporter.own_metrics import AccountMetrics, ReloadMetrics, process_registry
 from exporter.poller import PollSettings
-from exporter.quota import Quotas, load_quotas
+from exporter.quota import load_quotas
+from exporter.reloading import Files, LoadFailed, Reloader
 from exporter.server import ExporterApp
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.webserver import AsgiServer, bind_socket
@@ -83,39 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Loaded:
-    """The settings and what their files say, each file read once."""
+    """The settings and the accounts they configure, each file read once."""
 
     settings: Settings
-    quotas: Quotas
-    route: ApiRoute
+    accounts: Mapping[str, AccountConfig]
 
 
-def load(argv: Sequence[str] | None) -> Loaded:
-    """Settings from flags over the environment, the checks that span fields, the quota file,
-    the CA file and the proxy variables."""
+def load(argv: Sequence[str] | None, environ: Mapping[str, str] = os.environ) -> Loaded:
+    """Settings from flags over the environment, the checks that span fields, and the accounts:
+    the configuration file, the quota files, the CA file and the proxy variables."""
     flags: dict[str, Any] = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = {**read_environment(os.environ), **flags}
+    values: dict[str, Any] = {**read_environment(environ), **flags}
     try:
         settings = Settings(**values)
     except ValidationError as error:
         raise SettingsError(validation_problems(error)) from None
     check_sources(settings)
-    return Loaded(settings, read_quotas(settings), load_route(settings, os.environ))
-
-
-def load_route(settings: Settings, environ: Mapping[str, str]) -> ApiRoute:
-    """Whom the client trusts (``--api.ca-file``) and the proxy the standard variables name.
-
-    Raises ``SettingsError`` for an unusable CA file, ``ProxySettingError`` for a proxy
-    variable the client cannot honour.
-    """
-    try:
-        tls = tls_context(settings.api_ca_file)
-    except CaFileError as error:
-        raise SettingsError([Problem("api_ca_file", error.problem)]) from None
-    if settings.demo:
-        return ApiRoute(tls)  # the simulator is on this host, over plain HTTP
-    return ApiRoute(tls, environment_proxy(settings.api_url, environ))
+    return Loaded(settings, read_accounts(settings, environ))
 
 
 def load_settings(argv: Sequence[str] | None) -> Settings:
@@ -130,6 +113,14 @@ def load_web(settings: Settings) -> WebConfig:
         return load_web_config(settings.web_config_file)
     except WebConfigError as error:
         raise SettingsError([Problem("web_config_file", str(error))]) from None
+
+
+def read_files(settings: Settings, environ: Mapping[str, str]) -> Files:
+    """Every file again, for a reload; ``LoadFailed`` with the one-line problem."""
+    try:
+        return Files(read_accounts(settings, environ), load_web(settings))
+    except (SettingsError, ProxySettingError) as error:
+        raise LoadFailed(str(error)) from None
 
 
 # mallopt(3) parameter numbers in glibc's malloc.h.
@@ -167,51 +158,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, ProxySettingError) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    return asyncio.run(run(loaded.settings, loaded.quotas, web, loaded.route))
+    return asyncio.run(run(loaded.settings, Files(loaded.accounts, web)))
 
 
-async def run(settings: Settings, quotas: Quotas, web: WebConfig, route: ApiRoute) -> int:
+def _with_demo_quota(files: Files) -> Files:
+    """In the demo, an account given no quota gets one, so that the quota panels and alerts
+    have something to show."""
+    accounts = {
+        name: config
+        if config.settings.traffic_quota_bytes is not None
+        or config.settings.traffic_quota_file is not None
+        else replace(config, quotas=load_quotas(DEMO_QUOTA_BYTES, None))
+        for name, config in files.accounts.items()
+    }
+    return replace(files, accounts=accounts)
+
+
+async def run(settings: Settings, files: Files, environ: Mapping[str, str] = os.environ) -> int:
     redactor = Redactor()
     configure_logging(settings.log_level, settings.log_format, redactor)
     log = structlog.get_logger("exporter")
-    for exposed in exposed_files(settings, web.key_file):
-        log.warning("file open to other users", file=exposed.what, path=str(exposed.path),
-                    mode=f"{exposed.mode:04o}", others=" and ".join(exposed.others),
-                    fix=exposed.fix)  # fmt: skip
+    multi = settings.config_file is not None
+    key_file = files.web.key_file
+    warned = set()
+    for account in files.accounts.values():
+        for exposed in exposed_files(account.settings, key_file):
+            if exposed.path not in warned:
+                warned.add(exposed.path)
+                log.warning("file open to other users", file=exposed.what,
+                            path=str(exposed.path), mode=f"{exposed.mode:04o}",
+                            others=" and ".join(exposed.others), fix=exposed.fix)  # fmt: skip
+    if settings.demo:
+        files = _with_demo_quota(files)
+
+    async def start_account(config: AccountConfig, stack: contextlib.AsyncExitStack) -> Account:
+        account_log = log.bind(account=config.name) if multi else None
+        return await _start_account(config, stack, redactor, account_log, multi=multi)
+
     # Whatever was started is stopped again, in reverse order, however run() ends.
     async with contextlib.AsyncExitStack() as started:
-        api_url = settings.api_url
-        if settings.demo:
-            from simulator import SimulatorOptions, start_simulator
+        accounts = Accounts(start_account)
+        started.push_async_callback(accounts.stop)
+        await accounts.apply(files.accounts)
+        process = process_registry(__version__)
+        reloads = ReloadMetrics(process, time.time)
+        reloads.loaded(True)
 
-            if settings.traffic_quota_bytes is None and settings.traffic_quota_file is None:
-                # So that the quota panels and alerts have something to show.
-                quotas = load_quotas(DEMO_QUOTA_BYTES, None)
-            options = SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL)
-            demo_api = await start_simulator(options)
-            started.push_async_callback(demo_api.stop)
-            api_url = demo_api.url
-            token = TokenSource(redactor, token=demo_api.token, origin="the simulator")
-        elif settings.api_token is not None:
-            token = TokenSource(redactor, token=settings.api_token.get_secret_value(),
-                                origin=describe_setting("api_token"))  # fmt: skip
-        else:
-            token = TokenSource(redactor, path=settings.api_token_file)
+        def read() -> Files:
+            fresh = read_files(settings, environ)
+            return _with_demo_quota(fresh) if settings.demo else fresh
 
-        metrics = AccountMetrics()
-        client = EvoticClient(
-            api_url, token, timeout=settings.api_timeout,
-            user_agent=f"{PROG}/{__version__}", observe=metrics.request,
-            auth_origin=token.origin, route=route,
-        )  # fmt: skip
-        if route.proxy is not None:
-            log.info("reaching the API through a proxy", proxy=route.proxy.origin,
-                     variable=route.proxy.variable)  # fmt: skip
-        account = Account(client, token, PollSettings.from_settings(settings), metrics,
-                          quotas=quotas)  # fmt: skip
-        started.push_async_callback(account.stop)  # also closes the client
-        app = ExporterApp(account, process_registry(__version__), version=__version__,
-                          extra_headers=web.headers, auth=web.auth)  # fmt: skip
+        async def use_web(web: WebConfig) -> None:
+            if web.tls != files.web.tls:
+                raise LoadFailed(f"invalid setting {describe_setting('web_config_file')}: "
+                                 "turning TLS on or off needs a restart")  # fmt: skip
+            app.use_web(web.headers, web.auth)
+
+        reloader = Reloader(read, accounts, use_web, reloads)
+        lifecycle = reloader.reload if settings.web_enable_lifecycle else None
+        app = ExporterApp(lambda: accounts.current, process, version=__version__, multi=multi,
+                          extra_headers=files.web.headers, auth=files.web.auth,
+                          reload=lifecycle)  # fmt: skip
 
         host, port = parse_listen_address(settings.listen_address)
         try:
@@ -219,19 +226,75 @@ async def run(settings: Settings, quotas: Quotas, web: WebConfig, route: ApiRout
         except OSError as error:
             log.error("cannot listen", address=format_address(host, port), error=error.strerror)
             return 1
-        server = AsgiServer(app, sock, ssl_context=web.ssl_context)
+        server = AsgiServer(app, sock, ssl_context=files.web.ssl_context)
         await server.start()
         started.push_async_callback(server.stop)
-        account.start()
-        log.info("listening", address=format_address(host, server.port), api=api_url,
-                 demo=settings.demo, version=__version__, tls=web.tls, client_auth=web.client_auth,
-                 basic_auth=web.auth is not None)  # fmt: skip
+        apis = {name: account.api_url for name, account in accounts.current.items()}
+        where = {"accounts": apis} if multi else {"api": apis[DEFAULT_ACCOUNT]}
+        log.info("listening", address=format_address(host, server.port), **where,
+                 demo=settings.demo, version=__version__, tls=files.web.tls,
+                 client_auth=files.web.client_auth,
+                 basic_auth=files.web.auth is not None)  # fmt: skip
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
             started.callback(loop.remove_signal_handler, signum)
+        reloading: set[asyncio.Task[str | None]] = set()
+
+        def on_hangup() -> None:
+            task = asyncio.create_task(reloader.reload())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        started.callback(loop.remove_signal_handler, signal.SIGHUP)
         await stop.wait()
         log.info("shutting down")
     return 0
+
+
+async def _start_account(
+    config: AccountConfig,
+    stack: contextlib.AsyncExitStack,
+    redactor: Redactor,
+    log: structlog.typing.FilteringBoundLogger | None,
+    *,
+    multi: bool,
+) -> Account:
+    """One account's client, token and poller; in the demo, the simulator it polls."""
+    settings = config.settings
+    api_url = settings.api_url
+    if settings.demo:
+        from simulator import SimulatorOptions, start_simulator
+
+        # Without a configuration file the demo is the one it always was; with one, each
+        # account is a fleet of its own, with a token of its own.
+        options = SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL)
+        if multi:
+            seed = zlib.crc32(config.name.encode()) % 100_000
+            options = replace(options, seed=seed, token=secrets.token_urlsafe(24))
+        demo_api = await start_simulator(options)
+        stack.push_async_callback(demo_api.stop)
+        api_url = demo_api.url
+        token = TokenSource(redactor, token=demo_api.token, origin="the simulator")
+    elif settings.api_token is not None:
+        token = TokenSource(redactor, token=settings.api_token.get_secret_value(),
+                            origin=describe_setting("api_token"))  # fmt: skip
+    else:
+        token = TokenSource(redactor, path=settings.api_token_file)
+
+    metrics = AccountMetrics()
+    client = EvoticClient(
+        api_url, token, timeout=settings.api_timeout,
+        user_agent=f"{PROG}/{__version__}", observe=metrics.request,
+        auth_origin=token.origin, route=config.route,
+    )  # fmt: skip
+    if config.route.proxy is not None:
+        (log or structlog.get_logger("exporter")).info(
+            "reaching the API through a proxy", proxy=config.route.proxy.origin,
+            variable=config.route.proxy.variable,
+        )  # fmt: skip
+    return Account(client, token, PollSettings.from_settings(settings), metrics,
+                   quotas=config.quotas, logger=log)  # fmt: skip

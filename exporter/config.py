@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     status_interval: float = Field(default=300.0, ge=1)
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     web_config_file: Path | None = None
+    web_enable_lifecycle: bool = False
+    config_file: Path | None = None
     traffic_quota_bytes: Size | None = None
     traffic_quota_file: Path | None = None
     traffic_period_start_day: int = Field(default=1, ge=1, le=31)
@@ -181,6 +183,8 @@ def check_sources(settings: Settings) -> None:
     The token file is read here once, so that a missing or empty file stops the start-up;
     the poller reads it again at every poll.
     """
+    if settings.config_file is not None:
+        return  # each account of the file is checked on its own (exporter.accounts_file)
     if settings.demo:
         # The demo polls its own simulator; an API or token given beside it would be ignored.
         given = [
@@ -365,6 +369,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("listen_address", "--web.listen-address", "host:port to serve on",
            aliases=("EVOTIC_LISTEN_ADDRESS",)),
     Option("web_config_file", "--web.config.file", "TLS and basic-auth configuration file"),
+    Option("web_enable_lifecycle", "--web.enable-lifecycle",
+           "accept POST /-/reload (and reload on it as on SIGHUP)", boolean=True),
+    Option("config_file", "--config.file",
+           "YAML file of several accounts, each scraped at /probe?target=NAME"),
     Option("traffic_quota_bytes", "--traffic.quota-bytes",
            "traffic included per billing period and direction (bytes, or 20TiB, 5TB)"),
     Option("traffic_quota_file", "--traffic.quota-file", "YAML file of per-server quotas"),

@@ -340,10 +340,21 @@ BUILD_INFO = MetricDef(
     "evotic_exporter_build_info", "gauge", "Exporter version, always 1.", ("version",),
     per_server=False,
 )  # fmt: skip
+RELOAD_OK = MetricDef(
+    "evotic_config_last_reload_successful", "gauge",
+    "1 when the last reload of the files (SIGHUP, POST /-/reload, renewed certificates) "
+    "succeeded, 0 while the last one failed and the configuration before it is still in use.",
+    per_server=False,
+)  # fmt: skip
+RELOAD_TIME = MetricDef(
+    "evotic_config_last_reload_success_timestamp_seconds", "gauge",
+    "When the files were last loaded successfully (at start-up or by a reload), in Unix seconds.",
+    per_server=False,
+)  # fmt: skip
 
 EXPORTER_METRICS: tuple[MetricDef, ...] = (
     UP, SERVERS, SERVERS_REJECTED, SERVERS_KEPT, LAST_SUCCESS, POLL_DURATION, POLL_PHASE,
-    POLL_ERRORS, API_REQUESTS, API_DURATION, BUILD_INFO,
+    POLL_ERRORS, API_REQUESTS, API_DURATION, BUILD_INFO, RELOAD_OK, RELOAD_TIME,
 )  # fmt: skip
 
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

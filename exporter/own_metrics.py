@@ -10,11 +10,13 @@ help texts and labels come from ``exporter/metrics.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client import disable_created_metrics as _untyped_disable_created_metrics
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from exporter.api.errors import POLL_REASONS
 from exporter.health import Health
@@ -26,6 +28,8 @@ from exporter.metrics import (
     POLL_DURATION,
     POLL_ERRORS,
     POLL_PHASE,
+    RELOAD_OK,
+    RELOAD_TIME,
     REQUEST_BUCKETS,
     SERVERS,
     SERVERS_KEPT,
@@ -100,6 +104,44 @@ class AccountMetrics:
         self._up.set(1.0 if health.up else 0.0)
         self._servers.set(health.servers)
         self._kept.set(health.kept)
+
+
+class ReloadMetrics:
+    """Whether the last reload of the files worked, and when the last good load was."""
+
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._ok = Gauge(RELOAD_OK.name, RELOAD_OK.help, registry=registry)
+        self._time = Gauge(RELOAD_TIME.name, RELOAD_TIME.help, registry=registry)
+
+    def loaded(self, ok: bool) -> None:
+        self._ok.set(1.0 if ok else 0.0)
+        if ok:
+            self._time.set(self._clock())
+
+
+class LabelledAccounts(Collector):
+    """Every account's own metrics in one set of families, each sample labelled with its
+    account: ``evotic_up{account="prod"} 1``. ``accounts`` is read at every collection, so an
+    account that is gone is gone from the next scrape."""
+
+    def __init__(self, accounts: Callable[[], Mapping[str, AccountMetrics]]) -> None:
+        self._accounts = accounts
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for name, metrics in self._accounts().items():
+            for family in metrics.registry.collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                merged.samples.extend(
+                    sample._replace(labels={"account": name, **sample.labels})
+                    for sample in family.samples
+                )
+        yield from families.values()
 
 
 def process_registry(version: str) -> CollectorRegistry:

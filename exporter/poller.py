@@ -127,6 +127,10 @@ class Poller:
         self._publishing = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
+    def use_quotas(self, quotas: Quotas) -> None:
+        """Quotas for the polls from the next one on (a reload read the quota file again)."""
+        self._quotas = quotas
+
     # ------------------------------------------------------------------ loops
 
     def alive(self) -> bool:

@@ -1,23 +1,30 @@
-"""The HTTP side: ``/``, ``/metrics``, ``/healthz`` and ``/readyz`` as a plain ASGI app.
+"""The HTTP side: ``/``, ``/metrics``, ``/probe``, ``/healthz``, ``/readyz`` and ``/-/reload``
+as a plain ASGI app.
 
-``/metrics`` is the account's per-server exposition from its cache (rendered once per snapshot),
-followed by the exporter's own metrics, which prometheus_client renders for each scrape.
-Nothing here waits for the Evotic API.
+``/probe?target=NAME`` is an account's per-server exposition from its cache (rendered once per
+snapshot), followed by the account's own metrics, which prometheus_client renders for each
+scrape. Without a configuration file ``/metrics`` is the same for the one account plus the
+process's metrics; with one, it is the process's metrics and every account's own metrics, each
+labelled with its account. Nothing here waits for the Evotic API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import cast
+from urllib.parse import parse_qs, quote
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from exporter.account import Account
-from exporter.exposition import Format
+from exporter.account import Account, View
+from exporter.accounts_file import DEFAULT_ACCOUNT
+from exporter.exposition import Format, compress_open
+from exporter.own_metrics import LabelledAccounts
 from exporter.webconfig import CHALLENGE, BasicAuth
 from exporter.webserver import Receive, Scope, Send
 
@@ -29,7 +36,7 @@ PLAIN = b"text/plain; charset=utf-8"
 METHODS = (b"GET", b"HEAD")
 # Basic auth guards the data. /healthz and /readyz stay open for kubelet and systemd probes,
 # which carry no credentials; they answer with a fixed word or a bounded reason, never data.
-PROTECTED = frozenset({"/", "/metrics"})
+PROTECTED = frozenset({"/", "/metrics", "/probe", "/-/reload"})
 
 _openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
 
@@ -80,6 +87,16 @@ def negotiate(accept: str, accept_encoding: str) -> tuple[Format, bool]:
     return fmt, gzip
 
 
+def _render(fmt: Format, registries: tuple[CollectorRegistry, ...]) -> bytes:
+    """``registries`` rendered one after the other, with one ``# EOF`` at the end in
+    OpenMetrics."""
+    if fmt == "text":
+        return b"".join(generate_latest(registry) for registry in registries)
+    *first, last = registries
+    body = [_openmetrics_latest(registry).removesuffix(b"# EOF\n") for registry in first]
+    return b"".join([*body, _openmetrics_latest(last)])
+
+
 # Bodies larger than SEND_WHOLE go out in slices of SEND_SLICE. Hypercorn waits for the socket to
 # drain between two sends, so such a scrape holds a slice or two, not a copy of the rest of the
 # body: asyncio on Python 3.11 copies whatever the socket does not take at once into a buffer of
@@ -98,51 +115,81 @@ def _pieces(chunk: bytes) -> Iterator[bytes]:
         yield bytes(view[start : start + SEND_SLICE])
 
 
+Route = Callable[[Scope], Awaitable[tuple[int, Headers, list[bytes]]]]
+
+
+def _text(status: int, line: str) -> tuple[int, Headers, list[bytes]]:
+    return status, [(b"content-type", PLAIN)], [f"{line}\n".encode()]
+
+
 class ExporterApp:
-    """ASGI application serving one account's metrics and the exporter's own."""
+    """ASGI application serving the accounts' metrics and the exporter's own.
+
+    ``accounts`` gives the accounts being served at the moment of a request (a reload replaces
+    them). Without a configuration file (``multi`` false) the one account is ``/metrics``, as a
+    single-target exporter; with one, each account is ``/probe?target=NAME`` and ``/metrics``
+    watches them all. ``reload`` is what ``POST /-/reload`` runs (``None``: the lifecycle API is
+    off); it returns ``None`` on success, else the one-line problem.
+    """
 
     def __init__(
         self,
-        account: Account,
+        accounts: Callable[[], Mapping[str, Account]],
         process: CollectorRegistry,
         *,
         version: str,
+        multi: bool = False,
         extra_headers: Mapping[str, str] | None = None,
         auth: BasicAuth | None = None,
+        reload: Callable[[], Awaitable[str | None]] | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
-        self._account = account
-        self._auth = auth
-        self._own = (account.metrics.registry, process)
+        self._accounts = accounts
+        self._multi = multi
+        self._process = process
+        self._labelled = CollectorRegistry()
+        self._labelled.register(LabelledAccounts(
+            lambda: {name: account.metrics for name, account in self._accounts().items()}
+        ))  # fmt: skip
         self._version = version
-        self._extra: Headers = [
+        self._reload = reload
+        self._web: tuple[BasicAuth | None, Headers] = (None, [])
+        self.use_web(extra_headers, auth)
+        self._log = logger or structlog.get_logger("exporter.server")
+        self._routes: dict[str, tuple[Route, tuple[bytes, ...]]] = {
+            "/": (self._landing, METHODS),
+            "/metrics": (self._metrics, METHODS),
+            "/probe": (self._probe, METHODS),
+            "/healthz": (self._healthz, METHODS),
+            "/readyz": (self._readyz, METHODS),
+            "/-/reload": (self._reload_files, (b"POST", b"PUT")),
+        }
+
+    def use_web(self, extra_headers: Mapping[str, str] | None, auth: BasicAuth | None) -> None:
+        """The headers and the basic auth of a (re)loaded web configuration, from the next
+        request on."""
+        extra: Headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1"))
             for k, v in (extra_headers or {}).items()
         ]
-        self._log = logger or structlog.get_logger("exporter.server")
-        self._routes: dict[str, Callable[[Scope], Awaitable[tuple[int, Headers, list[bytes]]]]]
-        self._routes = {
-            "/": self._landing,
-            "/metrics": self._metrics,
-            "/healthz": self._healthz,
-            "/readyz": self._readyz,
-        }
+        self._web = (auth, extra)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
         method = scope["method"].encode("latin-1")
-        route = self._routes.get(scope["path"])
-        if route is None:
-            status, headers, chunks = 404, [(b"content-type", PLAIN)], [b"not found\n"]
-        elif method not in METHODS:
+        auth, extra = self._web
+        found = self._routes.get(scope["path"])
+        if found is None:
+            status, headers, chunks = _text(404, "not found")
+        elif method not in found[1]:
             status, headers, chunks = (
                 405,
-                [(b"content-type", PLAIN), (b"allow", b"GET, HEAD")],
+                [(b"content-type", PLAIN), (b"allow", b", ".join(found[1]))],
                 [b"method not allowed\n"],
             )
-        elif not await self._authorized(scope):
+        elif not await self._authorized(scope, auth):
             status, headers, chunks = (
                 401,
                 [(b"content-type", PLAIN), (b"www-authenticate", CHALLENGE)],
@@ -150,28 +197,28 @@ class ExporterApp:
             )
         else:
             try:
-                status, headers, chunks = await route(scope)
+                status, headers, chunks = await found[0](scope)
             except Exception:
                 self._log.exception("request failed", path=scope["path"])
-                status, headers, chunks = 500, [(b"content-type", PLAIN)], [b"internal error\n"]
-        await self._send(send, method, status, headers, chunks)
+                status, headers, chunks = _text(500, "internal error")
+        await self._send(send, method, status, [*headers, *extra], chunks)
         self._log.debug(
             "request", method=scope["method"], path=scope["path"], status=status,
             seconds=round(time.perf_counter() - started, 4),
         )  # fmt: skip
 
-    async def _authorized(self, scope: Scope) -> bool:
-        if self._auth is None or scope["path"] not in PROTECTED:
+    async def _authorized(self, scope: Scope, auth: BasicAuth | None) -> bool:
+        if auth is None or scope["path"] not in PROTECTED:
             return True
         authorization = next((v for k, v in scope["headers"] if k.lower() == b"authorization"),
                              None)  # fmt: skip
-        return await self._auth.authenticate(authorization)
+        return await auth.authenticate(authorization)
 
     async def _send(
         self, send: Send, method: bytes, status: int, headers: Headers, chunks: list[bytes]
     ) -> None:
         length = sum(len(chunk) for chunk in chunks)
-        headers = [*headers, (b"content-length", str(length).encode()), *self._extra]
+        headers = [*headers, (b"content-length", str(length).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if method == b"HEAD":
             chunks = []
@@ -186,56 +233,103 @@ class ExporterApp:
             piece = following
 
     async def _metrics(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
+        accounts = self._accounts()
+        if self._multi:
+            for each in accounts.values():
+                each.view()  # each account's evotic_up and counts as of now
+            return await self._serve(scope, None, (self._labelled, self._process))
+        account = accounts.get(DEFAULT_ACCOUNT)
+        if account is None:  # stopping: nothing of the account to say
+            return await self._serve(scope, None, (self._process,))
+        return await self._serve(scope, account.view(), (account.metrics.registry, self._process))
+
+    async def _probe(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
+        targets = parse_qs(scope["query_string"].decode("latin-1")).get("target", [])
+        if not targets:
+            return _text(400, "missing parameter: ask for /probe?target=ACCOUNT")
+        if len(targets) > 1:
+            return _text(400, "parameter target given more than once")
+        accounts = self._accounts()
+        target = accounts.get(targets[0])
+        if target is None:
+            # Only a configured name is echoed; anything else could be a URL or a token.
+            return _text(404, "no account of that name (the accounts: "
+                         f"{', '.join(accounts) or 'none'})")  # fmt: skip
+        return await self._serve(scope, target.view(), (target.metrics.registry,))
+
+    async def _serve(
+        self, scope: Scope, view: View | None, registries: tuple[CollectorRegistry, ...]
+    ) -> tuple[int, Headers, list[bytes]]:
+        """An account's per-server exposition (if any) followed by ``registries``."""
         request = {k.lower(): v for k, v in scope["headers"]}
         fmt, gzip = negotiate(
             request.get(b"accept", b"").decode("latin-1"),
             request.get(b"accept-encoding", b"").decode("latin-1"),
         )
-        view = self._account.view()
-        own = self._render_own(fmt)
+        own = _render(fmt, registries)
         headers: Headers = [
             (b"content-type", OPENMETRICS_TYPE if fmt == "openmetrics" else TEXT_TYPE),
             (b"vary", b"Accept, Accept-Encoding"),
             (b"cache-control", b"no-store"),
         ]
         if gzip:
-            stream = await view.exposition.compressed(fmt)
             headers.append((b"content-encoding", b"gzip"))
+            if view is None:
+                stream = await asyncio.to_thread(compress_open, own)
+                return 200, headers, [stream.head, stream.finish(b"")]
+            stream = await view.exposition.compressed(fmt)
             return 200, headers, [stream.head, stream.finish(own)]
+        if view is None:
+            return 200, headers, [own]
         return 200, headers, [await view.exposition.body(fmt), own]
 
-    def _render_own(self, fmt: Format) -> bytes:
-        if fmt == "text":
-            return b"".join(generate_latest(registry) for registry in self._own)
-        *first, last = self._own  # one "# EOF", at the very end
-        body = [_openmetrics_latest(registry).removesuffix(b"# EOF\n") for registry in first]
-        return b"".join([*body, _openmetrics_latest(last)])
-
     async def _healthz(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
-        if self._account.alive():
-            return 200, [(b"content-type", PLAIN)], [b"ok\n"]
-        return 503, [(b"content-type", PLAIN)], [b"poll loop is not running\n"]
+        stopped = [name for name, account in self._accounts().items() if not account.alive()]
+        if not stopped:
+            return _text(200, "ok")
+        if self._multi:
+            return _text(503, f"poll loop is not running for {', '.join(stopped)}")
+        return _text(503, "poll loop is not running")
 
     async def _readyz(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
-        health = self._account.view().health
-        return (
-            (200 if health.ready else 503),
-            [(b"content-type", PLAIN)],
-            [f"{health.reason}\n".encode()],
-        )
+        health = {name: account.view().health for name, account in self._accounts().items()}
+        ready = bool(health) and all(h.ready for h in health.values())
+        if not self._multi and DEFAULT_ACCOUNT in health:
+            return _text(200 if ready else 503, health[DEFAULT_ACCOUNT].reason)
+        lines = [f"{name}: {h.reason}" for name, h in health.items()] or ["no accounts"]
+        return _text(200 if ready else 503, "\n".join(lines))
+
+    async def _reload_files(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
+        if self._reload is None:
+            return _text(403, "the lifecycle API is off: start with --web.enable-lifecycle")
+        problem = await self._reload()
+        if problem is not None:
+            return _text(500, f"reload failed: {problem}")
+        return _text(200, "reloaded")
 
     async def _landing(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
         version = html.escape(self._version)
+        accounts = "".join(
+            f'<li><a href="probe?target={quote(name)}">{html.escape(name)}</a></li>\n'
+            for name in self._accounts()
+        )
+        watch = ("every account's health" if self._multi
+                 else "the servers of the account and the exporter's health")  # fmt: skip
         page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Evotic exporter</title></head>
 <body>
 <h1>Evotic exporter</h1>
 <p>Version {version}. Prometheus metrics for servers hosted at Evotic.</p>
 <ul>
-<li><a href="metrics">metrics</a></li>
-<li><a href="healthz">healthz</a> (the process and its poll loop are alive)</li>
+<li><a href="metrics">metrics</a> ({watch})</li>
+<li><a href="healthz">healthz</a> (the process and its poll loops are alive)</li>
 <li><a href="readyz">readyz</a> (a recent successful poll is being served)</li>
 </ul>
+<h2>Accounts</h2>
+<p>Each account's servers and health, as Prometheus scrapes them with
+<code>/probe?target=NAME</code>:</p>
+<ul>
+{accounts}</ul>
 </body></html>
 """
         return 200, [(b"content-type", b"text/html; charset=utf-8")], [page.encode()]

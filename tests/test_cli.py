@@ -25,10 +25,12 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
+from exporter.accounts_file import DEFAULT_ACCOUNT, api_route
 from exporter.api.models import Server
 from exporter.api.network import ProxySettingError
-from exporter.cli import PROG, load, load_route, load_web, main, run, tune_allocator
+from exporter.cli import PROG, load, load_web, main, run, tune_allocator
 from exporter.config import DEFAULT_PORT, OPTIONS, Settings
+from exporter.reloading import Files
 from exporter.webconfig import WebConfig
 
 from .processes import ROOT
@@ -128,11 +130,11 @@ def test_a_bad_web_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
 def test_a_proxy_the_client_cannot_use_stops_the_start_up() -> None:
     settings = Settings(api_token=CANARY)
     with pytest.raises(ProxySettingError, match="HTTPS_PROXY: socks5:// proxies"):
-        load_route(settings, {"HTTPS_PROXY": "socks5://proxy:1080"})
+        api_route(settings, {"HTTPS_PROXY": "socks5://proxy:1080"})
     # The demo's simulator is on this host, over plain HTTP: no proxy, whatever is set.
     demo = Settings(demo=True)
-    assert load_route(demo, {"HTTPS_PROXY": "http://proxy:3128"}).proxy is None
-    assert load_route(settings, {"HTTPS_PROXY": "http://proxy:3128"}).proxy is not None
+    assert api_route(demo, {"HTTPS_PROXY": "http://proxy:3128"}).proxy is None
+    assert api_route(settings, {"HTTPS_PROXY": "http://proxy:3128"}).proxy is not None
 
 
 def test_an_unknown_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -213,7 +215,7 @@ def test_load_reads_each_file_once_and_gets_the_numbers_right(
     assert reads == {"token": 1, "quotas.yml": 1, "web.yml": 1}
 
     assert loaded.settings.api_token_file == token
-    for_server = loaded.quotas.for_server
+    for_server = loaded.accounts[DEFAULT_ACCOUNT].quotas.for_server
     assert for_server(Server(id="7", hostname="web-1")) == {"incoming": 20 * TIB,
                                                            "outgoing": 20 * TIB}  # fmt: skip
     assert for_server(Server(id="42", hostname="db-1")) == {"incoming": TIB, "outgoing": TIB}
@@ -227,7 +229,7 @@ def test_load_reads_each_file_once_and_gets_the_numbers_right(
 def test_load_without_files_reads_nothing(reads: dict[str, int]) -> None:
     loaded = load(["--api.token", CANARY, "--traffic.quota-bytes", "5TB"])
     assert reads == {}
-    assert loaded.quotas.for_server(Server(id="1", hostname="a")) == {
+    assert loaded.accounts[DEFAULT_ACCOUNT].quotas.for_server(Server(id="1", hostname="a")) == {
         "incoming": 5e12, "outgoing": 5e12
     }  # fmt: skip
     assert load_web(loaded.settings) == WebConfig()
@@ -275,7 +277,7 @@ def test_run_serves_the_demo_until_sigterm(capsys: pytest.CaptureFixture[str]) -
                    "--log.format", "json"])  # fmt: skip
 
     async def scenario() -> tuple[int, str]:
-        task = asyncio.create_task(run(loaded.settings, loaded.quotas, WebConfig(), loaded.route))
+        task = asyncio.create_task(run(loaded.settings, Files(loaded.accounts, WebConfig())))
         lines = await _listening(capsys, task)
         [listening] = [line for line in lines if line["event"] == "listening"]
         assert listening["demo"] is True
@@ -316,7 +318,7 @@ def test_an_ipv6_listen_address_is_logged_in_brackets(capsys: pytest.CaptureFixt
     loaded = load(["--demo", "--web.listen-address", "[::1]:0", "--log.format", "json"])
 
     async def scenario() -> tuple[int, str, str]:
-        task = asyncio.create_task(run(loaded.settings, loaded.quotas, WebConfig(), loaded.route))
+        task = asyncio.create_task(run(loaded.settings, Files(loaded.accounts, WebConfig())))
         lines = await _listening(capsys, task)
         [listening] = [line for line in lines if line["event"] == "listening"]
         address = listening["address"]
@@ -350,7 +352,7 @@ def test_files_open_to_other_users_are_warned_about_once_and_the_exporter_still_
     web = WebConfig(key_file=tmp_path / "tls.key")
 
     async def scenario() -> tuple[int, list[dict[str, Any]]]:
-        task = asyncio.create_task(run(loaded.settings, loaded.quotas, web, loaded.route))
+        task = asyncio.create_task(run(loaded.settings, Files(loaded.accounts, web)))
         lines = await _listening(capsys, task)
         # A poll reads the token file again and fails on the closed port: no second warning.
         for _ in range(1000):
@@ -398,7 +400,7 @@ def test_run_exits_1_when_the_address_is_taken(
     }
     loaded = load([*sources[source], "--web.listen-address", busy_address,
                    "--log.format", "json"])  # fmt: skip
-    assert asyncio.run(run(loaded.settings, loaded.quotas, WebConfig(), loaded.route)) == 1
+    assert asyncio.run(run(loaded.settings, Files(loaded.accounts, WebConfig()))) == 1
     err = capsys.readouterr().err
     [line] = [line for line in _log_lines(err) if line["event"] == "cannot listen"]
     assert line["address"] == busy_address

@@ -11,7 +11,7 @@ import asyncio
 
 import httpx
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,10 +28,12 @@ from exporter.metrics import (
     EXPORTER_METRICS,
     LAST_SUCCESS,
     POLL_DURATION,
+    RELOAD_OK,
+    RELOAD_TIME,
     REQUEST_BUCKETS,
     MetricDef,
 )
-from exporter.own_metrics import AccountMetrics, process_registry
+from exporter.own_metrics import AccountMetrics, LabelledAccounts, ReloadMetrics, process_registry
 from exporter.poller import PollSettings
 from exporter.snapshot import Outcome, Snapshot
 from simulator import FaultSet, Fleet, SimulatorApp
@@ -40,9 +42,13 @@ T0 = 1_717_243_200.0
 TOKEN = "own-metrics-token-3c9e"
 
 
-def families(metrics: AccountMetrics) -> dict[str, Metric]:
-    text = generate_latest(metrics.registry).decode()
+def families_of(registry: CollectorRegistry) -> dict[str, Metric]:
+    text = generate_latest(registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def families(metrics: AccountMetrics) -> dict[str, Metric]:
+    return families_of(metrics.registry)
 
 
 def sample_names(metrics: AccountMetrics) -> list[str]:
@@ -97,7 +103,8 @@ def test_every_family_is_declared_in_metrics_py() -> None:
     metrics = _polled()
     metrics.phase("render", 0.25)
     found = families(metrics)
-    declared = {m.family_name: m for m in EXPORTER_METRICS if m is not BUILD_INFO}
+    process_wide = (BUILD_INFO, RELOAD_OK, RELOAD_TIME)
+    declared = {m.family_name: m for m in EXPORTER_METRICS if m not in process_wide}
     assert set(found) == set(declared)
     for name, family in found.items():
         _check_declared(family, declared[name])
@@ -241,3 +248,41 @@ def test_help_texts_name_every_poll_error_reason_and_the_status_interval() -> No
     for family in (SERVER_PROCESSING, SERVER_PROGRESS):
         assert "status interval" in family.help
         assert "poll interval" not in family.help
+
+
+def test_reload_metrics_say_whether_the_last_load_worked_and_when_the_last_good_one_was() -> None:
+    registry = CollectorRegistry()
+    now = [1000.0]
+    reloads = ReloadMetrics(registry, lambda: now[0])
+    reloads.loaded(True)
+    now[0] = 2000.0
+    reloads.loaded(False)
+    found = families_of(registry)
+    _check_declared(found[RELOAD_OK.family_name], RELOAD_OK)
+    _check_declared(found[RELOAD_TIME.family_name], RELOAD_TIME)
+    assert found[RELOAD_OK.family_name].samples[0].value == 0.0
+    assert found[RELOAD_TIME.family_name].samples[0].value == 1000.0  # the last good load
+    now[0] = 3000.0
+    reloads.loaded(True)
+    found = families_of(registry)
+    assert found[RELOAD_OK.family_name].samples[0].value == 1.0
+    assert found[RELOAD_TIME.family_name].samples[0].value == 3000.0
+
+
+def test_labelled_accounts_put_every_account_in_one_family_with_its_name() -> None:
+    prod, staging = _polled(), AccountMetrics()
+    staging.request("servers", "401", 0.2)
+    accounts = {"prod": prod, "staging": staging}
+    registry = CollectorRegistry()
+    registry.register(LabelledAccounts(lambda: accounts))
+    found = families_of(registry)
+    requests = found["evotic_api_requests"]
+    by_account = {(s.labels["account"], s.labels["code"]) for s in requests.samples
+                  if s.name == "evotic_api_requests_total"}  # fmt: skip
+    assert ("staging", "401") in by_account
+    assert any(account == "prod" for account, _ in by_account)
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE evotic_api_requests_total counter") == 1
+    assert all('account="' in line for line in text.splitlines() if not line.startswith("#"))
+    del accounts["prod"]
+    assert 'account="prod"' not in generate_latest(registry).decode()

@@ -26,6 +26,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.account import Account, View
+from exporter.accounts_file import DEFAULT_ACCOUNT
 from exporter.api.client import EvoticClient
 from exporter.api.token import TokenSource
 from exporter.logging import Redactor
@@ -113,7 +114,8 @@ async def stack(
     account = account_type(client, token, PollSettings(stale_after=stale_after), metrics,
                            clock=clock)  # fmt: skip
     # An empty process registry by default: process_* values move between two scrapes.
-    app = ExporterApp(account, process if process is not None else CollectorRegistry(),
+    app = ExporterApp(lambda: {DEFAULT_ACCOUNT: account},
+                      process if process is not None else CollectorRegistry(),
                       version=VERSION, extra_headers=extra_headers, auth=auth)  # fmt: skip
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://exporter") as http:

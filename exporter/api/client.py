@@ -233,6 +233,7 @@ class EvoticClient:
         rng: random.Random | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self.base_url = self._base
         self._origin = urlsplit(self._base)[:2]
         self._token = token
         self._auth_origin = auth_origin
