@@ -144,6 +144,9 @@ def exporter(
     port = free_port()
     argv = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}",
             "--api.url", api_url, "--api.token", TOKEN, "--poll.interval", str(interval),
+            # The smallest stale-after the exporter accepts: the data never turns stale
+            # during a measurement.
+            "--poll.stale-after", str(2 * interval),
             "--log.format", "json", *extra]  # fmt: skip
     service = _spawn(name, argv, workdir, port)
 

@@ -96,7 +96,7 @@ async def _refuse(send: Send, status: int, body: bytes) -> None:
 
 
 # The words Go's net/http answers with (server.go), which operators of Go exporters know already.
-PLAIN_HTTP_HINT = b"Client sent an HTTP request to an HTTPS server.\n"
+PLAIN_HTTP_HINT = b"This port speaks HTTPS: use https:// instead of http://.\n"
 PLAIN_HTTP_ANSWER = (
     b"HTTP/1.1 400 Bad Request\r\n"
     b"content-type: text/plain; charset=utf-8\r\n"

@@ -135,10 +135,10 @@ def test_plain_http_on_the_tls_port_gets_400_with_a_hint(secured: Process, pki: 
         while not answer.endswith(b"server.\n") and (chunk := raw.recv(4096)):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
-    assert answer.endswith(b"\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+    assert answer.endswith(b"\r\n\r\nThis port speaks HTTPS: use https:// instead of http://.\n")
     plain = httpx.get(f"{secured.url}/healthz", timeout=10)
     assert plain.status_code == 400
-    assert plain.text == "Client sent an HTTP request to an HTTPS server.\n"
+    assert plain.text == "This port speaks HTTPS: use https:// instead of http://.\n"
     # A TLS scrape right after is served as ever.
     scraped = _get(secured, "/metrics", pki.client_context(), auth=(USER, PASSWORD))
     assert scraped.status_code == 200

@@ -271,7 +271,7 @@ def test_plain_http_on_the_tls_port_gets_400_with_a_hint(pkis: tuple[Pki, Pki]) 
         assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
         assert b"\r\nconnection: close\r\n" in answer
         assert answer.endswith(b"\r\n\r\n" + PLAIN_HTTP_HINT)
-        assert PLAIN_HTTP_HINT == b"Client sent an HTTP request to an HTTPS server.\n"
+        assert PLAIN_HTTP_HINT == b"This port speaks HTTPS: use https:// instead of http://.\n"
         assert head[0] == answer
         # A client that keeps the connection after the answer is closed at the TLS handshake
         # deadline, as a silent TLS client is.
