@@ -64,6 +64,7 @@ class Reloader:
                 return str(error)
             changes = await self._accounts.apply(files.accounts)
             self._metrics.loaded(True)
-            self._log.info("reloaded", added=list(changes.added), removed=list(changes.removed),
-                           replaced=list(changes.replaced), kept=list(changes.kept))  # fmt: skip
+            self._log.info("reloaded", added=",".join(changes.added),
+                           removed=",".join(changes.removed), replaced=",".join(changes.replaced),
+                           kept=",".join(changes.kept))  # fmt: skip
             return None

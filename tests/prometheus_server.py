@@ -83,7 +83,12 @@ class Prometheus:
 
 
 def write_config(
-    path: Path, targets: Sequence[str], rule_files: Sequence[Path], job: str, interval: str
+    path: Path,
+    targets: Sequence[str],
+    rule_files: Sequence[Path],
+    job: str,
+    interval: str,
+    scrape_configs: Sequence[dict[str, Any]] | None = None,
 ) -> None:
     config = {
         "global": {
@@ -92,7 +97,9 @@ def write_config(
             "evaluation_interval": interval,
         },
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+        "scrape_configs": list(scrape_configs)
+        if scrape_configs is not None
+        else [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
@@ -105,15 +112,17 @@ def prometheus(
     *,
     job: str = "evotic-exporter",
     interval: str = "1s",
+    scrape_configs: Sequence[dict[str, Any]] | None = None,
 ) -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (host:port) as ``job`` and evaluating ``rule_files``.
+    """Prometheus scraping ``targets`` (host:port) as ``job`` and evaluating ``rule_files``;
+    ``scrape_configs``, when given, replaces that one job.
 
     Scrapes and rule evaluations run every ``interval``, so that rates and alerts have data
     within seconds. The storage lives in ``tmp_path`` and goes with it.
     """
     port = free_port()
     config = tmp_path / "prometheus.yml"
-    write_config(config, targets, rule_files, job, interval)
+    write_config(config, targets, rule_files, job, interval, scrape_configs)
     log_path = tmp_path / f"prometheus-{port}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
