@@ -366,3 +366,28 @@ def test_use_web_replaces_headers_and_auth_from_the_next_request() -> None:
             assert (await m.get("/metrics")).status_code == 401
 
     run(scenario)
+
+
+def test_probe_negotiates_formats_and_gzip_as_metrics_does() -> None:
+    async def scenario() -> None:
+        async with multi("prod") as m:
+            await m.poll()
+            plain = await m.get("/probe?target=prod")
+            om = await m.get("/probe?target=prod", Accept="application/openmetrics-text")
+            assert om.headers["content-type"].startswith("application/openmetrics-text")
+            assert om.text.endswith("# EOF\n")
+            assert om.text.count("# EOF") == 1
+            zipped = await m.http.get("/probe?target=prod", headers={"Accept-Encoding": "gzip"})
+            assert zipped.headers["content-encoding"] == "gzip"
+            assert zipped.text == plain.text  # httpx decompresses
+            head = await m.http.head("/probe?target=prod", headers=PLAIN)
+            assert head.content == b""
+            assert int(head.headers["content-length"]) == len(plain.content)
+            # /metrics of several accounts has no per-server part: gzip and OpenMetrics still work.
+            both = {"Accept-Encoding": "gzip", "Accept": "application/openmetrics-text"}
+            whole = await m.http.get("/metrics", headers=both)
+            assert whole.headers["content-encoding"] == "gzip"
+            assert whole.text.endswith("# EOF\n")
+            assert 'evotic_up{account="prod"} 1.0' in whole.text
+
+    run(scenario)
