@@ -79,8 +79,11 @@ async def _no_wait(seconds: float) -> None:
     return None
 
 
-def _polled(faults: FaultSet | None = None, polls: int = 1) -> AccountMetrics:
-    """The metrics of an account after ``polls`` real polls of the simulator's app."""
+def _polled(
+    faults: FaultSet | None = None, polls: int = 1, *, sweep_first: bool = False
+) -> AccountMetrics:
+    """The metrics of an account after ``polls`` real polls of the simulator's app (after a
+    poll and a status sweep, with ``sweep_first``)."""
     metrics = AccountMetrics()
 
     async def scenario() -> None:
@@ -89,7 +92,11 @@ def _polled(faults: FaultSet | None = None, polls: int = 1) -> AccountMetrics:
         client = EvoticClient("http://simulator/api/v1", token, timeout=5, user_agent="t",
                               observe=metrics.request, transport=httpx.ASGITransport(app=app),
                               sleep=_no_wait)  # fmt: skip
-        account = Account(client, token, PollSettings(), metrics, clock=lambda: T0)
+        settings = PollSettings(collect_status=sweep_first)
+        account = Account(client, token, settings, metrics, clock=lambda: T0)
+        if sweep_first:
+            await account.poller.poll_once()
+            await account.poller.sweep_statuses()
         for _ in range(polls):
             await account.poller.poll_once()
         account.view()
@@ -286,3 +293,12 @@ def test_labelled_accounts_put_every_account_in_one_family_with_its_name() -> No
     assert all('account="' in line for line in text.splitlines() if not line.startswith("#"))
     del accounts["prod"]
     assert 'account="prod"' not in generate_latest(registry).decode()
+
+
+def test_the_status_phase_keeps_the_last_sweeps_figure_across_polls() -> None:
+    # A series must not flicker: the polls after a sweep leave its figure in place.
+    metrics = _polled(polls=3, sweep_first=True)
+    phases = {s.labels["phase"] for s in families(metrics)["evotic_poll_phase_duration_seconds"]
+              .samples}  # fmt: skip
+    assert "status" in phases
+    assert {"fetch", "validate"} <= phases
