@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import cast
 
 import structlog
@@ -98,6 +99,21 @@ def _pieces(chunk: bytes) -> Iterator[bytes]:
         yield bytes(view[start : start + SEND_SLICE])
 
 
+@dataclass(frozen=True)
+class _Access:
+    """Who may read the data, and the headers every response carries: what a reload of the web
+    configuration replaces, as one value, so that a request sees the old pair or the new one."""
+
+    auth: BasicAuth | None
+    headers: Headers
+
+    @classmethod
+    def of(cls, extra_headers: Mapping[str, str] | None, auth: BasicAuth | None) -> _Access:
+        encoded = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                   for k, v in (extra_headers or {}).items()]  # fmt: skip
+        return cls(auth, encoded)
+
+
 class ExporterApp:
     """ASGI application serving one account's metrics and the exporter's own."""
 
@@ -112,13 +128,9 @@ class ExporterApp:
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._account = account
-        self._auth = auth
+        self._access = _Access.of(extra_headers, auth)
         self._own = (account.metrics.registry, process)
         self._version = version
-        self._extra: Headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1"))
-            for k, v in (extra_headers or {}).items()
-        ]
         self._log = logger or structlog.get_logger("exporter.server")
         self._routes: dict[str, Callable[[Scope], Awaitable[tuple[int, Headers, list[bytes]]]]]
         self._routes = {
@@ -128,10 +140,20 @@ class ExporterApp:
             "/readyz": self._readyz,
         }
 
+    def set_access(
+        self, *, extra_headers: Mapping[str, str] | None, auth: BasicAuth | None
+    ) -> None:
+        """Replace the basic-auth users and the extra headers, for a reloaded web configuration.
+
+        A request under way finishes with those it started with.
+        """
+        self._access = _Access.of(extra_headers, auth)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
+        access = self._access
         method = scope["method"].encode("latin-1")
         route = self._routes.get(scope["path"])
         if route is None:
@@ -142,7 +164,7 @@ class ExporterApp:
                 [(b"content-type", PLAIN), (b"allow", b"GET, HEAD")],
                 [b"method not allowed\n"],
             )
-        elif not await self._authorized(scope):
+        elif not await self._authorized(scope, access.auth):
             status, headers, chunks = (
                 401,
                 [(b"content-type", PLAIN), (b"www-authenticate", CHALLENGE)],
@@ -154,24 +176,25 @@ class ExporterApp:
             except Exception:
                 self._log.exception("request failed", path=scope["path"])
                 status, headers, chunks = 500, [(b"content-type", PLAIN)], [b"internal error\n"]
-        await self._send(send, method, status, headers, chunks)
+        await self._send(send, method, status, headers, chunks, access.headers)
         self._log.debug(
             "request", method=scope["method"], path=scope["path"], status=status,
             seconds=round(time.perf_counter() - started, 4),
         )  # fmt: skip
 
-    async def _authorized(self, scope: Scope) -> bool:
-        if self._auth is None or scope["path"] not in PROTECTED:
+    async def _authorized(self, scope: Scope, auth: BasicAuth | None) -> bool:
+        if auth is None or scope["path"] not in PROTECTED:
             return True
         authorization = next((v for k, v in scope["headers"] if k.lower() == b"authorization"),
                              None)  # fmt: skip
-        return await self._auth.authenticate(authorization)
+        return await auth.authenticate(authorization)
 
     async def _send(
-        self, send: Send, method: bytes, status: int, headers: Headers, chunks: list[bytes]
-    ) -> None:
+        self, send: Send, method: bytes, status: int, headers: Headers, chunks: list[bytes],
+        extra: Headers,
+    ) -> None:  # fmt: skip
         length = sum(len(chunk) for chunk in chunks)
-        headers = [*headers, (b"content-length", str(length).encode()), *self._extra]
+        headers = [*headers, (b"content-length", str(length).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if method == b"HEAD":
             chunks = []
