@@ -31,6 +31,7 @@ from exporter.api.network import (
     tls_context,
 )
 from exporter.api.token import TokenSource
+from exporter.certificates import Certificates, log_reloads
 from exporter.config import (
     OPTIONS,
     Problem,
@@ -219,9 +220,12 @@ async def run(settings: Settings, quotas: Quotas, web: WebConfig, route: ApiRout
         except OSError as error:
             log.error("cannot listen", address=format_address(host, port), error=error.strerror)
             return 1
-        server = AsgiServer(app, sock, ssl_context=web.ssl_context)
+        certificates = Certificates(web, on_reload=log_reloads(log))
+        server = AsgiServer(app, sock, ssl_context=certificates.context)
         await server.start()
         started.push_async_callback(server.stop)
+        certificates.start()
+        started.push_async_callback(certificates.stop)
         account.start()
         log.info("listening", address=format_address(host, server.port), api=api_url,
                  demo=settings.demo, version=__version__, tls=web.tls, client_auth=web.client_auth,
