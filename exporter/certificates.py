@@ -92,11 +92,6 @@ class Certificates:
         """The context to listen with; ``None`` for plain HTTP."""
         return self._listening
 
-    @property
-    def serving(self) -> LoadedTls | None:
-        """The certificate files and context new connections are served from."""
-        return self._loaded
-
     def _serve(
         self, connection: ssl.SSLObject, server_name: str | None, listening: ssl.SSLContext
     ) -> None:

@@ -75,17 +75,20 @@ def trusting(*pkis: Pki, cert_of: Pki | None = None) -> ssl.SSLContext:
 
 
 def handshake(
-    server: ssl.SSLContext, client: ssl.SSLContext, session: ssl.SSLSession | None = None
+    server: ssl.SSLContext,
+    client: ssl.SSLContext,
+    session: ssl.SSLSession | None = None,
+    name: str = "127.0.0.1",
 ) -> ssl.SSLObject:
     """A TLS handshake between memory BIOs, and then a byte each way, so that a TLS 1.3 server
     has checked the client's certificate too; the client's end. Raises the server's error.
 
-    The client asks for 127.0.0.1, an address, so it sends no server name, as a scrape of an
-    address does not.
+    The client asks for ``name``; for an address, such as the default, it sends no server name,
+    as a scrape of an address does not.
     """
     to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
     server_in, server_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    near = client.wrap_bio(to_client, to_server, server_hostname="127.0.0.1", session=session)
+    near = client.wrap_bio(to_client, to_server, server_hostname=name, session=session)
     far = server.wrap_bio(server_in, server_out, server_side=True)
     for _ in range(10):
         try:
@@ -106,10 +109,10 @@ def handshake(
     return near
 
 
-def served(certificates: Certificates, client: ssl.SSLContext) -> str:
+def served(certificates: Certificates, client: ssl.SSLContext, name: str = "127.0.0.1") -> str:
     """The fingerprint of the certificate a new connection is served."""
     assert certificates.context is not None
-    peer = handshake(certificates.context, client).getpeercert(binary_form=True)
+    peer = handshake(certificates.context, client, name=name).getpeercert(binary_form=True)
     assert peer is not None
     return hashlib.sha256(peer).hexdigest()
 
@@ -145,6 +148,11 @@ def test_a_renewed_pair_is_served_to_new_connections(tmp_path: Path, pkis: tuple
             await certificates.check()
             assert reports == [(True, None)]
             assert served(certificates, client) == fingerprint(b.server_cert)
+            # A client that sends a server name is served the same.
+            naming = trusting(a, b)
+            naming.check_hostname = False
+            renewed = fingerprint(b.server_cert)
+            assert served(certificates, naming, "exporter.example.net") == renewed
             await certificates.check()
             assert reports == [(True, None)]
 
@@ -232,6 +240,7 @@ def test_a_new_client_ca_is_enforced_on_new_connections(
                 context = trusting(a, cert_of=a)
                 context.maximum_version = version
                 earlier.append((context, handshake(listening, context).session))
+            assert listening.session_stats()["number"] == 0  # nothing kept to resume from
             install(b.ca, tmp_path / "clients.pem")
             await certificates.check()
             assert reports == [(True, None)]
@@ -359,16 +368,19 @@ async def _plain_get(port: int) -> bytes:
             await writer.wait_closed()
 
 
-def test_stop_before_start_and_plain_http_watch_nothing() -> None:
+def test_plain_http_has_nothing_to_watch() -> None:
+    reports: list[Report] = []
+
     async def main() -> None:
-        certificates = Certificates(WebConfig(), on_reload=lambda ok, problem: None)
-        await certificates.stop()
+        certificates = Certificates(WebConfig(), on_reload=lambda ok, p: reports.append((ok, p)))
+        await certificates.stop()  # before start: nothing to stop
         certificates.start()
         await certificates.check()
         await certificates.stop()
-        assert certificates.serving is None
+        assert certificates.context is None
 
     asyncio.run(main())
+    assert reports == []
 
 
 def test_reloads_are_logged_in_one_line_each() -> None:
