@@ -67,8 +67,9 @@ class Certificates:
     ticket from before a change of client CA would still let its holder in. Tickets are the
     only way this server resumes a session (its session cache stays empty), and it issues none.
 
-    ``start()`` and ``stop()`` the watching; ``check()`` is one look. Both that and ``apply()``
-    run on the event loop, as handshakes do, so a connection never sees half a change.
+    ``start()`` begins the watch and ``stop()`` ends it; ``check()`` is one look. It and
+    ``apply()`` change what is served only on the event loop, where handshakes run, so a
+    connection never sees half a change.
     """
 
     def __init__(
