@@ -30,6 +30,7 @@ from exporter.accounts_file import DEFAULT_ACCOUNT, AccountConfig, read_accounts
 from exporter.api.client import EvoticClient
 from exporter.api.network import ProxySettingError
 from exporter.api.token import TokenSource
+from exporter.certificates import Certificates, log_reloads
 from exporter.config import (
     OPTIONS,
     Problem,
@@ -203,16 +204,26 @@ async def run(settings: Settings, files: Files, environ: Mapping[str, str] = os.
         process = process_registry(__version__)
         reloads = ReloadMetrics(process, time.time)
         reloads.loaded(True)
+        log_certificates = log_reloads(log)
+
+        def certificates_reloaded(ok: bool, problem: str | None) -> None:
+            # Renewed certificate files are a reload of their own, counted as one.
+            log_certificates(ok, problem)
+            reloads.loaded(ok)
+
+        certificates = Certificates(files.web, on_reload=certificates_reloaded)
 
         def read() -> Files:
             fresh = read_files(settings, environ)
             return _with_demo_quota(fresh) if settings.demo else fresh
 
         async def use_web(web: WebConfig) -> None:
-            if web.tls != files.web.tls:
-                raise LoadFailed(f"invalid setting {describe_setting('web_config_file')}: "
-                                 "turning TLS on or off needs a restart")  # fmt: skip
-            app.use_web(web.headers, web.auth)
+            try:
+                certificates.apply(web)
+            except WebConfigError as error:  # TLS turned on or off
+                problem = SettingsError([Problem("web_config_file", str(error))])
+                raise LoadFailed(str(problem)) from None
+            app.set_access(extra_headers=web.headers, auth=web.auth)
 
         reloader = Reloader(read, accounts, use_web, reloads)
         lifecycle = reloader.reload if settings.web_enable_lifecycle else None
@@ -226,9 +237,11 @@ async def run(settings: Settings, files: Files, environ: Mapping[str, str] = os.
         except OSError as error:
             log.error("cannot listen", address=format_address(host, port), error=error.strerror)
             return 1
-        server = AsgiServer(app, sock, ssl_context=files.web.ssl_context)
+        server = AsgiServer(app, sock, ssl_context=certificates.context)
         await server.start()
         started.push_async_callback(server.stop)
+        certificates.start()
+        started.push_async_callback(certificates.stop)
         apis = {name: account.api_url for name, account in accounts.current.items()}
         where = {"accounts": apis} if multi else {"api": apis[DEFAULT_ACCOUNT]}
         log.info("listening", address=format_address(host, server.port), **where,

@@ -14,6 +14,7 @@ import asyncio
 import html
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import cast
 from urllib.parse import parse_qs, quote
 
@@ -122,6 +123,21 @@ def _text(status: int, line: str) -> tuple[int, Headers, list[bytes]]:
     return status, [(b"content-type", PLAIN)], [f"{line}\n".encode()]
 
 
+@dataclass(frozen=True)
+class _Access:
+    """Who may read the data, and the headers every response carries: what a reload of the web
+    configuration replaces, as one value, so that a request sees the old pair or the new one."""
+
+    auth: BasicAuth | None
+    headers: Headers
+
+    @classmethod
+    def of(cls, extra_headers: Mapping[str, str] | None, auth: BasicAuth | None) -> _Access:
+        encoded = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                   for k, v in (extra_headers or {}).items()]  # fmt: skip
+        return cls(auth, encoded)
+
+
 class ExporterApp:
     """ASGI application serving the accounts' metrics and the exporter's own.
 
@@ -153,8 +169,7 @@ class ExporterApp:
         ))  # fmt: skip
         self._version = version
         self._reload = reload
-        self._web: tuple[BasicAuth | None, Headers] = (None, [])
-        self.use_web(extra_headers, auth)
+        self._access = _Access.of(extra_headers, auth)
         self._log = logger or structlog.get_logger("exporter.server")
         self._routes: dict[str, tuple[Route, tuple[bytes, ...]]] = {
             "/": (self._landing, METHODS),
@@ -165,21 +180,21 @@ class ExporterApp:
             "/-/reload": (self._reload_files, (b"POST", b"PUT")),
         }
 
-    def use_web(self, extra_headers: Mapping[str, str] | None, auth: BasicAuth | None) -> None:
-        """The headers and the basic auth of a (re)loaded web configuration, from the next
-        request on."""
-        extra: Headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1"))
-            for k, v in (extra_headers or {}).items()
-        ]
-        self._web = (auth, extra)
+    def set_access(
+        self, *, extra_headers: Mapping[str, str] | None, auth: BasicAuth | None
+    ) -> None:
+        """Replace the basic-auth users and the extra headers, for a reloaded web configuration.
+
+        A request under way finishes with those it started with.
+        """
+        self._access = _Access.of(extra_headers, auth)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
+        access = self._access
         method = scope["method"].encode("latin-1")
-        auth, extra = self._web
         found = self._routes.get(scope["path"])
         if found is None:
             status, headers, chunks = _text(404, "not found")
@@ -189,7 +204,7 @@ class ExporterApp:
                 [(b"content-type", PLAIN), (b"allow", b", ".join(found[1]))],
                 [b"method not allowed\n"],
             )
-        elif not await self._authorized(scope, auth):
+        elif not await self._authorized(scope, access.auth):
             status, headers, chunks = (
                 401,
                 [(b"content-type", PLAIN), (b"www-authenticate", CHALLENGE)],
@@ -201,7 +216,7 @@ class ExporterApp:
             except Exception:
                 self._log.exception("request failed", path=scope["path"])
                 status, headers, chunks = _text(500, "internal error")
-        await self._send(send, method, status, [*headers, *extra], chunks)
+        await self._send(send, method, status, headers, chunks, access.headers)
         self._log.debug(
             "request", method=scope["method"], path=scope["path"], status=status,
             seconds=round(time.perf_counter() - started, 4),
@@ -215,10 +230,11 @@ class ExporterApp:
         return await auth.authenticate(authorization)
 
     async def _send(
-        self, send: Send, method: bytes, status: int, headers: Headers, chunks: list[bytes]
-    ) -> None:
+        self, send: Send, method: bytes, status: int, headers: Headers, chunks: list[bytes],
+        extra: Headers,
+    ) -> None:  # fmt: skip
         length = sum(len(chunk) for chunk in chunks)
-        headers = [*headers, (b"content-length", str(length).encode())]
+        headers = [*headers, (b"content-length", str(length).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if method == b"HEAD":
             chunks = []

@@ -1,10 +1,12 @@
 """The web configuration file (``--web.config.file``): TLS, basic auth and security headers.
 
 The format is the Prometheus exporter-toolkit's, so one file can serve this exporter and the
-Go exporters next to it. The file is read once, at start-up, and everything in it is checked
-and built there: certificates are loaded into an ``HttpsContext`` and every password must be
-a bcrypt hash, so a mistake stops the exporter with one line instead of failing a scrape later.
+Go exporters next to it. The file is read at start-up, and everything in it is checked and
+built there: certificates are loaded into an ``HttpsContext`` and every password must be a
+bcrypt hash, so a mistake stops the exporter with one line instead of failing a scrape later.
 A key of that format which this exporter cannot honour is refused by name, never ignored.
+The certificate files it names are read again when they change (``TlsFiles``, used by
+``certificates.py``).
 
 The file's shape is ``WebConfigFile`` and the models in it; what needs the file system
 (reading the certificates, building the context) happens after the shape is known to be right.
@@ -195,7 +197,7 @@ class WebConfig:
     The default is what no file means: plain HTTP, no authentication, no extra headers.
     """
 
-    ssl_context: HttpsContext | None = None
+    tls_server: LoadedTls | None = None
     client_auth: str = "NoClientCert"
     auth: BasicAuth | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -206,7 +208,11 @@ class WebConfig:
 
     @property
     def tls(self) -> bool:
-        return self.ssl_context is not None
+        return self.tls_server is not None
+
+    @property
+    def ssl_context(self) -> HttpsContext | None:
+        return self.tls_server.context if self.tls_server is not None else None
 
 
 def _one_printable_line(value: str) -> str:
@@ -400,13 +406,68 @@ def load_web_config(path: Path) -> WebConfig:
     tls = document.tls_server_config
     users = {user: hashed.encode("ascii") for user, hashed in document.basic_auth_users.items()}
     return WebConfig(
-        ssl_context=_tls_context(tls, path) if tls.wanted else None,
+        tls_server=TlsFiles(tls, path).load() if tls.wanted else None,
         client_auth=tls.client_auth_type,
         auth=BasicAuth(users) if users else None,
         headers=document.http_server_config.headers.as_mapping(),
         http2=document.http_server_config.http2,
         key_file=path.parent / tls.key_file if tls.wanted and tls.key_file else None,
     )
+
+
+# One entry per file a server context is built from: its key in ``tls_server_config`` and the
+# SHA-256 of its contents, or why it cannot be read. Equal fingerprints, equal files.
+Fingerprint = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """``tls_server_config`` and the file it is in: what a server context is built from.
+
+    The names in it are relative to ``config``'s folder, and errors name ``config``.
+    """
+
+    settings: TlsServerConfig
+    config: Path
+
+    def paths(self) -> dict[str, Path]:
+        """The certificate, key and client CA files, by their key in ``tls_server_config``."""
+        names = {"cert_file": self.settings.cert_file, "key_file": self.settings.key_file,
+                 "client_ca_file": self.settings.client_ca_file}  # fmt: skip
+        return {key: self.config.parent / name for key, name in names.items() if name is not None}
+
+    def fingerprint(self) -> Fingerprint:
+        """What the files hold now."""
+        return tuple((key, _digest(path)) for key, path in self.paths().items())
+
+    def load(self) -> LoadedTls:
+        """A server context built from the files as they are now; ``WebConfigError`` if the
+        files cannot make one."""
+        # Taken before the files are read again to build: a change in between is then seen at
+        # the next look instead of being taken for what was built.
+        fingerprint = self.fingerprint()
+        return LoadedTls(self, _tls_context(self.settings, self.config), fingerprint)
+
+    def configure(self, context: ssl.SSLContext) -> None:
+        """Give ``context`` the settings that connections copy from the context they are made
+        with (see ``_connection_settings``)."""
+        _connection_settings(context, self.settings)
+
+
+@dataclass(frozen=True)
+class LoadedTls:
+    """A server context, the files it was built from, and what those files held then."""
+
+    files: TlsFiles
+    context: HttpsContext
+    fingerprint: Fingerprint
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as error:
+        return f"unreadable: {error.strerror}"
 
 
 class _EncryptedKeyError(Exception):
@@ -443,23 +504,27 @@ def _tls_context(tls: TlsServerConfig, config: Path) -> HttpsContext:
         raise _tls_error(config, None, "cert_file and key_file are both required")
 
     context = HttpsContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = TLS_VERSIONS[tls.min_version]
-    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    _connection_settings(context, tls)
     try:
         context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
     except _EncryptedKeyError:
         raise _tls_error(config, "key_file", "the key is encrypted; give an unencrypted key "
                          "readable only by the exporter") from None  # fmt: skip
     except ssl.SSLError as error:
-        raise _tls_error(config, None, "cert_file and key_file are not a matching PEM "
-                         f"certificate and private key ({error.reason or 'unreadable PEM'})"
-                         ) from None  # fmt: skip
+        raise _tls_error(config, None, f"cert_file {cert_file} and key_file {key_file} are not "
+                         "a matching PEM certificate and private key "
+                         f"({error.reason or 'unreadable PEM'})") from None  # fmt: skip
+    except OSError as error:  # gone since it was read: a renewal replacing it, say
+        raise _tls_error(config, None, f"cannot read {cert_file} or {key_file}: "
+                         f"{error.strerror}") from None  # fmt: skip
     if ca_file is not None:
         try:
             context.load_verify_locations(cafile=ca_file)
         except ssl.SSLError:
             raise _tls_error(config, "client_ca_file", f"no PEM certificate in {ca_file}") from None
-    context.verify_mode = CLIENT_AUTH[tls.client_auth_type][0]
+        except OSError as error:
+            raise _tls_error(config, "client_ca_file",
+                             f"cannot read {ca_file}: {error.strerror}") from None  # fmt: skip
     names = [name for suite in tls.cipher_suites if (name := CIPHER_SUITES[suite]) is not None]
     if names:
         try:
@@ -467,9 +532,17 @@ def _tls_context(tls: TlsServerConfig, config: Path) -> HttpsContext:
         except ssl.SSLError:
             raise _tls_error(config, "cipher_suites", "none of these suites is available in "
                              "this build of OpenSSL") from None  # fmt: skip
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _connection_settings(context: ssl.SSLContext, tls: TlsServerConfig) -> None:
+    """What each connection copies from its context when it is made: the protocol versions,
+    whether to verify a client certificate, and the options."""
+    context.minimum_version = TLS_VERSIONS[tls.min_version]
+    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    context.verify_mode = CLIENT_AUTH[tls.client_auth_type][0]
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    context.set_alpn_protocols(["http/1.1"])
-    return context

@@ -166,8 +166,9 @@ class _Config(hypercorn.config.Config):
     """Hypercorn's settings, serving the ``SSLContext`` the exporter built.
 
     Hypercorn builds its own context from file names; this overrides the public method that
-    builds it (and the property that asks whether to), so that the one context the web
-    configuration made, and may load new certificates into, is the one that serves.
+    builds it (and the property that asks whether to), so that the one context the exporter
+    made, which moves each connection onto the certificates of the moment
+    (``certificates.py``), is the one that serves.
     """
 
     def __init__(self, ssl_context: HttpsContext | None) -> None:

@@ -355,19 +355,6 @@ def test_basic_auth_guards_probe_and_reload() -> None:
     run(scenario)
 
 
-def test_use_web_replaces_headers_and_auth_from_the_next_request() -> None:
-    async def scenario() -> None:
-        async with multi("prod") as m:
-            assert "x-frame-options" not in (await m.get("/healthz")).headers
-            m.app.use_web({"X-Frame-Options": "deny"}, None)
-            assert (await m.get("/healthz")).headers["x-frame-options"] == "deny"
-            hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))
-            m.app.use_web(None, BasicAuth({"u": hashed}))
-            assert (await m.get("/metrics")).status_code == 401
-
-    run(scenario)
-
-
 def test_probe_negotiates_formats_and_gzip_as_metrics_does() -> None:
     async def scenario() -> None:
         async with multi("prod") as m:

@@ -471,6 +471,31 @@ def test_extra_headers_on_every_response() -> None:
     run(scenario)
 
 
+def test_a_reload_replaces_the_users_and_the_headers() -> None:
+    first = BasicAuth({"prometheus": bcrypt.hashpw(b"old-pass", bcrypt.gensalt(4))})
+    second = BasicAuth({"scraper": bcrypt.hashpw(b"new-pass", bcrypt.gensalt(4))})
+
+    async def scenario() -> None:
+        async with stack(auth=first, extra_headers={"X-Frame-Options": "deny"}) as s:
+            assert await s.poll()
+            before = await s.http.get("/metrics", headers=_basic("prometheus", "old-pass"))
+            assert before.status_code == 200
+            assert before.headers["x-frame-options"] == "deny"
+            s.app.set_access(extra_headers={"X-Content-Type-Options": "nosniff"}, auth=second)
+            old = await s.http.get("/metrics", headers=_basic("prometheus", "old-pass"))
+            new = await s.http.get("/metrics", headers=_basic("scraper", "new-pass"))
+            assert (old.status_code, new.status_code) == (401, 200)
+            for response in (old, new):
+                assert "x-frame-options" not in response.headers
+                assert response.headers["x-content-type-options"] == "nosniff"
+            s.app.set_access(extra_headers=None, auth=None)
+            unguarded = await s.http.get("/metrics")
+            assert unguarded.status_code == 200
+            assert "x-content-type-options" not in unguarded.headers
+
+    run(scenario)
+
+
 # ------------------------------------------------------------------ readiness and failures
 
 
