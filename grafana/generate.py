@@ -9,10 +9,11 @@ The JSON is committed, so Grafana's file provisioning needs nothing but the file
 ``tests/test_dashboards.py`` holds the committed files equal to this output.
 
 The dashboards follow the dashboard-linter's conventions (github.com/grafana/dashboard-linter):
-one ``datasource`` variable and no data source uid anywhere else, multi-value ``job`` and
-``instance`` variables matched in every selector, ``$__rate_interval`` in every range, and a
-unit and a description on every panel. Traffic totals come from the recording rules in
-``deploy/prometheus/rules/``: a ``_total`` series may only appear inside rate() or increase().
+one ``datasource`` variable and no data source uid anywhere else, multi-value ``account``,
+``job`` and ``instance`` variables matched in every selector, ``$__rate_interval`` in every
+range, and a unit and a description on every panel. Traffic totals come from the recording
+rules in ``deploy/prometheus/rules/``: a ``_total`` series may only appear inside rate() or
+increase().
 """
 
 from __future__ import annotations
@@ -99,17 +100,55 @@ DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
 TAGS = ["evotic"]
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
-# Label matchers for the dashboard variables.
-J = 'job=~"$job", instance=~"$instance"'
+# Label matchers for the dashboard variables. The account variable's All is `.*`, which also
+# matches a series without the label, as a single-account exporter serves them.
+TARGET = 'job=~"$job", instance=~"$instance"'
+J = f'{TARGET}, account=~"$account"'
+# The exporter's own series (process, build info, the scrape of /metrics) belong to no account
+# and serve every account: they stay in view whichever accounts are picked.
+SHARED = f'{TARGET}, account=~"$account|"'
 HOST = 'hostname="$hostname"'
-# Joins between per-server series of one exporter; hostname is left out so a rename mid-query
+# Joins between per-server series of one account; hostname is left out so a rename mid-query
 # still matches.
-SERVER_DIRECTION = "on (job, instance, server_id, direction)"
+SERVER_DIRECTION = "on (job, instance, account, server_id, direction)"
+
+# One exporter may serve several accounts. Prometheus then scrapes /probe?target=<account> once
+# per account, giving every series of that scrape (`up` included) the target label `account`,
+# and /metrics, which repeats each account's own series (evotic_up, evotic_servers, the poll and
+# API metrics, the billing period) with an `account` label the exporter sets, under a target
+# whose `up` has none. Summed over both jobs, every account would count twice. This clause
+# drops exactly those copies: series with an account from a target whose `up` has none. It
+# never drops a series without the label (a single-account exporter's) nor one whose target has
+# no `up` (federated series), so it can only remove a copy, never the last series of an
+# account. The alerting rules use the same clause, without the variables.
+REPEATED = (
+    f'unless on (job, instance) (up{{{TARGET}, account=""}} '
+    f'and on (job, instance) evotic_up{{{TARGET}, account!=""}})'
+)
 
 
 def sel(metric: str, *matchers: str) -> str:
-    """``metric{job=~"$job", instance=~"$instance", ...}``."""
+    """``metric{job=~"$job", instance=~"$instance", account=~"$account", ...}``."""
     return f"{metric}{{{', '.join((J, *matchers))}}}"
+
+
+def sel_shared(metric: str) -> str:
+    """A selector of the exporter's own series, which have no account."""
+    return f"{metric}{{{SHARED}}}"
+
+
+def once(expr: str) -> str:
+    """``expr`` over per-account series, without the copies that /metrics repeats."""
+    return f"({expr} {REPEATED})"
+
+
+def named(expr: str) -> str:
+    """``expr`` with a ``source`` label for legends: the instance, then the account if any.
+
+    Grafana writes a label's name where a legend names a label the series lacks, so a legend
+    cannot say ``{{account}}`` to single-account series; ``{{source}}`` suits both.
+    """
+    return f'label_join({expr}, "source", " ", "instance", "account")'
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -454,7 +493,8 @@ def value_columns(count: int) -> list[str]:
 # override's value is free-form, so the link is written as Grafana stores it.
 SERVER_LINK = {
     "title": "Open ${__data.fields.hostname} in the server view",
-    "url": "/d/evotic-server/evotic-server?${job:queryparam}&${instance:queryparam}"
+    "url": "/d/evotic-server/evotic-server?${account:queryparam}&${job:queryparam}"
+    "&${instance:queryparam}"
     "&var-hostname=${__data.fields.hostname}&${__url_time_range}",
 }
 
@@ -484,7 +524,9 @@ def sized(width: int, height: int, *panels: PanelBuilder) -> list[PanelBuilder]:
 # --------------------------------------------------------------------------- variables
 
 
-def query_variable(name: str, label: str, query: str, *, multi: bool) -> QueryVariable:
+def query_variable(
+    name: str, label: str, query: str, *, multi: bool, all_value: str = ".+"
+) -> QueryVariable:
     variable = (
         QueryVariable(name)
         .label(label)
@@ -501,7 +543,7 @@ def query_variable(name: str, label: str, query: str, *, multi: bool) -> QueryVa
     )
     if multi:
         all_values = VariableOption(selected=True, text=["All"], value=["$__all"])
-        variable = variable.all_value(".+").current(all_values)
+        variable = variable.all_value(all_value).current(all_values)
     return variable
 
 
@@ -513,9 +555,19 @@ def variables(*, hostname: bool = False) -> list[DatasourceVariable | QueryVaria
         .multi(False)
         .include_all(False)
         .regex(""),
-        query_variable("job", "Job", "label_values(evotic_up, job)", multi=True),
+        # The account first: the job and instance variables then list what serves the picked
+        # accounts (their /probe job, and the /metrics job of a multi-account exporter).
         query_variable(
-            "instance", "Instance", 'label_values(evotic_up{job=~"$job"}, instance)', multi=True
+            "account", "Account", "label_values(evotic_up, account)", multi=True, all_value=".*"
+        ),
+        query_variable(
+            "job", "Job", 'label_values(evotic_up{account=~"$account"}, job)', multi=True
+        ),
+        query_variable(
+            "instance",
+            "Instance",
+            'label_values(evotic_up{account=~"$account", job=~"$job"}, instance)',
+            multi=True,
         ),
     ]
     if hostname:
@@ -601,6 +653,8 @@ TRAFFIC = sel("evotic_server_traffic_bytes_total")
 PREVIOUS = sel("evotic_server_traffic_previous_period_bytes")
 QUOTA_BYTES = sel("evotic_server_traffic_quota_bytes")
 FORECAST = sel("evotic:server_traffic_bytes:forecast_period_end")
+# Recorded from the billing period, which /metrics repeats per account.
+ELAPSED = once(sel("evotic:traffic_period_elapsed:ratio"))
 # A server direction over or near its limit: Evotic says it is over, or 80 % of the quota is
 # used, or the forecast passes the quota (the thresholds of the alerts).
 NEAR_LIMIT = (
@@ -616,9 +670,9 @@ def fleet() -> model.Dashboard:
         row("Fleet"),
         *sized(
             4, 4,
-            stat("Servers", "Servers exported by every selected exporter, those served from "
+            stat("Servers", "Servers exported for the selected accounts, those served from "
                  "their last valid record included.",
-                 [Query(f"sum({sel('evotic_servers')})")], "short", colored=False),
+                 [Query(f"sum({once(sel('evotic_servers'))})")], "short", colored=False),
             stat("Running", "Servers whose status is started.",
                  [Query(f"sum({sel('evotic_server_running')})")], "short", colored=False),
             stat("Not running", "Servers in any status but started: stopped, installing, "
@@ -627,15 +681,17 @@ def fleet() -> model.Dashboard:
                  thresholds=steps(("orange", 1))),
             stat("Servers over their traffic limit",
                  "Servers for which Evotic reports the traffic limit exceeded in either direction.",
-                 [Query(f"sum(max by (job, instance, server_id) ({EXCEEDED_FLAG}))")], "short",
+                 [Query(f"sum(max by (job, instance, account, server_id) ({EXCEEDED_FLAG}))")],
+                 "short",
                  thresholds=steps(("red", 1))),
             stat("API polls", "Whether the last poll of the Evotic API succeeded (the worst of "
-                 "the selected exporters).",
-                 [Query(f"min({sel('evotic_up')})")], "none", mappings=POLL_OK),
-            stat("Data age", "Time since the oldest of the selected exporters last polled the "
-                 "API successfully. At 10 minutes (--poll.stale-after) the exporter stops "
-                 "serving server data.",
-                 [Query(f"time() - min({sel('evotic_last_successful_poll_timestamp_seconds')})")],
+                 "the selected accounts).",
+                 [Query(f"min({once(sel('evotic_up'))})")], "none", mappings=POLL_OK),
+            stat("Data age", "Time since the API was last polled successfully for the selected "
+                 "account that waits longest. At 10 minutes (--poll.stale-after) the exporter "
+                 "stops serving its server data.",
+                 [Query("time() - "
+                        f"min({once(sel('evotic_last_successful_poll_timestamp_seconds'))})")],
                  "s", thresholds=DATA_AGE),
         ),
 
@@ -719,7 +775,8 @@ def fleet() -> model.Dashboard:
     return dashboard(
         "evotic-fleet",
         "Fleet overview",
-        "All servers of the selected exporters: status, capacity, usage and traffic limits.",
+        "All servers of the selected accounts and exporters: status, capacity, usage and "
+        "traffic limits.",
         panels,
     )
 
@@ -821,15 +878,19 @@ def traffic() -> model.Dashboard:
         row("Billing period"),
         *sized(
             4, 4,
-            stat("Period start", "When the current billing period started.",
-                 [Query(f"min({sel('evotic_traffic_period_start_timestamp_seconds')}) * 1000")],
+            stat("Period start", "When the current billing period started (of several "
+                 "accounts, the earliest start).",
+                 [Query(f"min({once(sel('evotic_traffic_period_start_timestamp_seconds'))})"
+                        " * 1000")],
                  "dateTimeAsIso", colored=False),
-            stat("Period end", "When the current billing period ends.",
-                 [Query(f"max({sel('evotic_traffic_period_end_timestamp_seconds')}) * 1000")],
+            stat("Period end", "When the current billing period ends (of several accounts, "
+                 "the latest end).",
+                 [Query(f"max({once(sel('evotic_traffic_period_end_timestamp_seconds'))})"
+                        " * 1000")],
                  "dateTimeAsIso", colored=False),
-            stat("Period elapsed", "Share of the current billing period that has passed.",
-                 [Query(f"max({sel('evotic:traffic_period_elapsed:ratio')})")], "percentunit",
-                 colored=False),
+            stat("Period elapsed", "Share of the current billing period that has passed (of "
+                 "several accounts, the largest).",
+                 [Query(f"max({ELAPSED})")], "percentunit", colored=False),
         ),
         *sized(
             6, 4,
@@ -881,8 +942,7 @@ def traffic() -> model.Dashboard:
                        "quota, against the share of the billing period that has passed (dashed): "
                        "a line above the dashed one is ahead of the pace the quota allows.",
                        [Query(f"topk(10, {QUOTA_USED})", "{{hostname}} {{direction}}"),
-                        Query(f"max({sel('evotic:traffic_period_elapsed:ratio')})",
-                              "period elapsed")], "percentunit",
+                        Query(f"max({ELAPSED})", "period elapsed")], "percentunit",
                        thresholds=steps(("red", 1)), threshold_line=True,
                        dashed=["period elapsed"]),
             table("Forecast against quota",
@@ -910,11 +970,16 @@ def traffic() -> model.Dashboard:
 
 
 def exporter() -> model.Dashboard:
-    age = f"time() - {sel('evotic_last_successful_poll_timestamp_seconds')}"
+    # One series per account where an exporter serves several, each named "instance account".
+    def each(metric: str) -> str:
+        return named(once(sel(metric)))
+
+    age = named(f"time() - {once(sel('evotic_last_successful_poll_timestamp_seconds'))}")
+    scrapes = named(sel_shared("up"))
+    buckets = f"rate({sel('evotic_api_request_duration_seconds_bucket')}[$__rate_interval])"
     quantiles = [
         Query(
-            f"histogram_quantile({q}, sum by (le, endpoint) "
-            f"(rate({sel('evotic_api_request_duration_seconds_bucket')}[$__rate_interval])))",
+            f"histogram_quantile({q}, sum by (le, endpoint) ({once(buckets)}))",
             f"{{{{endpoint}}}} p{round(q * 100)}",
         )
         for q in (0.5, 0.9, 0.99)
@@ -925,24 +990,25 @@ def exporter() -> model.Dashboard:
         *sized(
             4, 4,
             stat("API polls", "Whether the exporter's last poll of the Evotic API succeeded "
-                 "(evotic_up).",
-                 [Query(sel("evotic_up"), "{{instance}}")], "none", mappings=POLL_OK),
-            stat("Scrapes", "Whether Prometheus's last scrape of the exporter succeeded (up).",
-                 [Query(sel("up"), "{{instance}}")], "none", mappings=SCRAPE_OK),
+                 "(evotic_up), per account where an exporter serves several.",
+                 [Query(each("evotic_up"), "{{source}}")], "none", mappings=POLL_OK),
+            stat("Scrapes", "Whether Prometheus's last scrape of the exporter succeeded (up): "
+                 "of /metrics, and of each account's /probe where an exporter serves several.",
+                 [Query(scrapes, "{{source}}")], "none", mappings=SCRAPE_OK),
             stat("Data age", "Time since the last successful poll. At 10 minutes "
                  "(--poll.stale-after) the exporter stops serving server data.",
-                 [Query(age, "{{instance}}")], "s", thresholds=DATA_AGE),
+                 [Query(age, "{{source}}")], "s", thresholds=DATA_AGE),
             stat("Servers", "Servers exported (evotic_servers), those served from their last "
                  "valid record included.",
-                 [Query(sel("evotic_servers"), "{{instance}}")], "short", colored=False),
+                 [Query(each("evotic_servers"), "{{source}}")], "short", colored=False),
             stat("Records set aside", "Server records the last successful poll set aside as "
                  "invalid or duplicates (set aside), and the exported servers served from their "
                  "last valid record because of it (kept).",
-                 [Query(sel("evotic_servers_rejected"), "{{instance}} set aside"),
-                  Query(sel("evotic_servers_kept"), "{{instance}} kept")], "short",
+                 [Query(each("evotic_servers_rejected"), "{{source}} set aside"),
+                  Query(each("evotic_servers_kept"), "{{source}} kept")], "short",
                  thresholds=steps(("orange", 1))),
             stat("Version", "The exporter's version.",
-                 [Query(sel("evotic_exporter_build_info"), "{{version}}")], "none",
+                 [Query(sel_shared("evotic_exporter_build_info"), "{{version}}")], "none",
                  show_name=True, colored=False),
         ),
 
@@ -951,20 +1017,22 @@ def exporter() -> model.Dashboard:
             12, 8,
             timeseries("Poll duration", "How long the last poll took, in total and per phase "
                        "(fetch, validate, status, render).",
-                       [Query(sel("evotic_poll_duration_seconds"), "{{instance}} total"),
-                        Query(sel("evotic_poll_phase_duration_seconds"),
-                              "{{instance}} {{phase}}")], "s"),
+                       [Query(each("evotic_poll_duration_seconds"), "{{source}} total"),
+                        Query(each("evotic_poll_phase_duration_seconds"),
+                              "{{source}} {{phase}}")], "s"),
             timeseries("Failed polls by reason", "Failed polls of the Evotic API per reason.",
-                       [Query(f"sum by (reason) (increase({sel('evotic_poll_errors_total')}"
-                              "[$__rate_interval]))", "{{reason}}")], "short", bars_=True),
+                       [Query("sum by (reason) ("
+                              + once(f"increase({sel('evotic_poll_errors_total')}"
+                                     "[$__rate_interval])") + ")", "{{reason}}")],
+                       "short", bars_=True),
             timeseries("Data age", "Time since the last successful poll; the line marks five "
                        "minutes, where EvoticDataStale starts to wait.",
-                       [Query(age, "{{instance}}")], "s", thresholds=steps(("red", 300)),
+                       [Query(age, "{{source}}")], "s", thresholds=steps(("red", 300)),
                        threshold_line=True),
             timeseries("Poll and scrape success", "1 while the last poll of the API (evotic_up) "
                        "and the last scrape by Prometheus (up) succeeded, 0 while they failed.",
-                       [Query(sel("evotic_up"), "{{instance}} poll"),
-                        Query(sel("up"), "{{instance}} scrape")], "none", maximum=1),
+                       [Query(each("evotic_up"), "{{source}} poll"),
+                        Query(scrapes, "{{source}} scrape")], "none", maximum=1),
         ),
 
         row("Evotic API"),
@@ -973,9 +1041,10 @@ def exporter() -> model.Dashboard:
             timeseries("API requests by status code", "Requests to the Evotic API per second, by "
                        "endpoint and HTTP status code; 429 means rate-limited, timeout and "
                        "connection mean no answer came.",
-                       [Query(f"sum by (endpoint, code) (rate({sel('evotic_api_requests_total')}"
-                              "[$__rate_interval]))", "{{endpoint}} {{code}}")], "reqps",
-                       stack=True),
+                       [Query("sum by (endpoint, code) ("
+                              + once(f"rate({sel('evotic_api_requests_total')}"
+                                     "[$__rate_interval])") + ")", "{{endpoint}} {{code}}")],
+                       "reqps", stack=True),
             timeseries("API request duration", "Median, 90th and 99th percentile of the duration "
                        "of Evotic API requests, by endpoint.", quantiles, "s"),
         ),
@@ -984,12 +1053,13 @@ def exporter() -> model.Dashboard:
         *sized(
             8, 8,
             timeseries("CPU", "CPU time the exporter process uses per second.",
-                       [Query(f"rate({sel('process_cpu_seconds_total')}[$__rate_interval])",
-                              "{{instance}}")], "percentunit"),
+                       [Query(f"rate({sel_shared('process_cpu_seconds_total')}"
+                              "[$__rate_interval])", "{{instance}}")], "percentunit"),
             timeseries("Memory", "Resident memory of the exporter process.",
-                       [Query(sel("process_resident_memory_bytes"), "{{instance}}")], "bytes"),
+                       [Query(sel_shared("process_resident_memory_bytes"), "{{instance}}")],
+                       "bytes"),
             timeseries("Scrape duration", "How long Prometheus's scrapes of the exporter take.",
-                       [Query(sel("scrape_duration_seconds"), "{{instance}}")], "s"),
+                       [Query(named(sel_shared("scrape_duration_seconds")), "{{source}}")], "s"),
         ),
     ]
     # fmt: on

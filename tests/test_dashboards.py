@@ -5,6 +5,10 @@ simulator (the demo fleet), and evaluates the repository's rules; every panel's 
 with the dashboard variables filled in as Grafana would, and must return data. The same
 Prometheus checks that the traffic-limit alert covers exactly the servers the simulator has
 put over their limit.
+
+A multi-account exporter, scraped at /probe per account and at /metrics, which repeats each
+account's own series, is played by promtool's input series: there the panels that add up or
+list per-account series must count every account once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -27,7 +32,7 @@ import yaml
 from exporter.metrics import EXPORTER_METRICS, SNAPSHOT_METRICS
 
 from .processes import ROOT, Process, exporter, simulator, wait_until
-from .prometheus_server import Prometheus, QueryError, prometheus
+from .prometheus_server import PROMTOOL, Prometheus, QueryError, prometheus
 
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
@@ -47,6 +52,17 @@ EXPECTED_UIDS = {
 }
 # The units these dashboards may use, each one Grafana knows (the dashboard-linter's list).
 UNITS = {"none", "short", "percentunit", "bytes", "Bps", "reqps", "s", "dateTimeAsIso"}
+# Grafana's value for a multi-value variable's All, as the generator sets it.
+ALL = {"account": ".*", "job": ".+", "instance": ".+"}
+# What drops the copies of per-account series that /metrics of a multi-account exporter serves:
+# series with an account from a target whose up has none.
+TARGET = 'job=~"$job", instance=~"$instance"'
+REPEATED = (
+    f'unless on (job, instance) (up{{{TARGET}, account=""}} '
+    f'and on (job, instance) evotic_up{{{TARGET}, account!=""}})'
+)
+# The exporter's own series: no account label, one process for every account it serves.
+SHARED = re.compile(r"up|scrape_\w+|process_\w+|evotic_exporter_\w+")
 
 Json = dict[str, Any]
 
@@ -160,24 +176,36 @@ def test_one_datasource_variable_and_no_hard_coded_datasource(name: str) -> None
 
 
 @pytest.mark.parametrize("name", DASHBOARD_FILES)
-def test_job_and_instance_variables(name: str) -> None:
-    variables = {v["name"]: v for v in DASHBOARD_FILES[name]["templating"]["list"]}
-    for var, label in (("job", "Job"), ("instance", "Instance")):
+def test_account_job_and_instance_variables(name: str) -> None:
+    listed = DASHBOARD_FILES[name]["templating"]["list"]
+    variables = {v["name"]: v for v in listed}
+    assert [v["name"] for v in listed][:4] == ["datasource", "account", "job", "instance"]
+    for var, label in (("account", "Account"), ("job", "Job"), ("instance", "Instance")):
         variable = variables[var]
         assert variable["type"] == "query"
         assert variable["label"] == label
         assert variable["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert variable["multi"] is True
         assert variable["includeAll"] is True
-        assert variable["allValue"] == ".+"
+        # A Prometheus regex matches the whole value, and a missing label is the empty value:
+        # the account's All must match it, as a single-account exporter's series have none.
+        assert variable["allValue"] == ALL[var]
+        assert (re.fullmatch(variable["allValue"], "") is not None) == (var == "account")
         assert variable["refresh"] == 2, "reload on time range change"
-    assert _query(variables["instance"]) == 'label_values(evotic_up{job=~"$job"}, instance)'
+    assert _query(variables["account"]) == "label_values(evotic_up, account)"
+    assert _query(variables["job"]) == 'label_values(evotic_up{account=~"$account"}, job)'
+    assert (
+        _query(variables["instance"])
+        == 'label_values(evotic_up{account=~"$account", job=~"$job"}, instance)'
+    )
     for variable in variables.values():
         if variable["type"] == "query":
             assert variable["refresh"] == 2
             # The object form Grafana's Prometheus variable editor saves; 1 is label values.
             assert variable["query"]["qryType"] == 1
             assert _query(variable).startswith("label_values(")
+            if variable["name"] not in ("account", "job", "instance"):
+                assert TARGET + ', account=~"$account"' in _query(variable), variable["name"]
 
 
 def _query(variable: Json) -> str:
@@ -240,13 +268,57 @@ def test_selector_scanner() -> None:
 
 
 @pytest.mark.parametrize("item", ALL_TARGETS, ids=_target_id)
-def test_every_selector_matches_job_and_instance(item: tuple[str, Json, Json]) -> None:
+def test_every_selector_matches_account_job_and_instance(item: tuple[str, Json, Json]) -> None:
     expr = item[2]["expr"]
-    found = selectors(expr)
+    found = selectors(expr.replace(REPEATED, ""))
     assert found, expr
     for name, matchers in found:
         assert 'job=~"$job"' in matchers, f"{name} in {expr}"
         assert 'instance=~"$instance"' in matchers, f"{name} in {expr}"
+        # The exporter's own series stay in view whichever accounts are picked.
+        account = 'account=~"$account|"' if SHARED.fullmatch(name) else 'account=~"$account"'
+        assert account in matchers, f"{name} in {expr}"
+
+
+def _per_account(name: str) -> bool:
+    """A series the exporter serves per account, which /metrics repeats where it serves many."""
+    return re.match(r"evotic[_:]", name) is not None and not re.match(
+        r"evotic(_server_|:server_|_exporter_)", name
+    )
+
+
+def without_deduplicated(expr: str) -> str:
+    """``expr`` with every ``(... REPEATED)`` span, the generator's ``once()``, cut out."""
+    while (start := expr.find(REPEATED)) >= 0:
+        end = start + len(REPEATED)
+        assert expr[end] == ")", expr
+        depth = 0
+        for opening in range(start - 1, -1, -1):
+            if expr[opening] == ")":
+                depth += 1
+            elif expr[opening] == "(":
+                if depth == 0:
+                    break
+                depth -= 1
+        else:
+            raise AssertionError(f"unbalanced: {expr}")
+        expr = f"{expr[:opening]}vector(0){expr[end + 1 :]}"
+    return expr
+
+
+def test_deduplication_scanner() -> None:
+    inner = f"(rate(evotic_poll_errors_total{{{TARGET}}}[5m]) {REPEATED})"
+    assert without_deduplicated(f"sum by (reason) ({inner}) + evotic_up") == (
+        "sum by (reason) (vector(0)) + evotic_up"
+    )
+
+
+@pytest.mark.parametrize("item", ALL_TARGETS, ids=_target_id)
+def test_per_account_series_are_counted_once(item: tuple[str, Json, Json]) -> None:
+    """Every per-account series goes through the clause that drops the copies of /metrics."""
+    expr = item[2]["expr"]
+    for name, _ in selectors(without_deduplicated(expr)):
+        assert not _per_account(name), f"{name} would count twice: {expr}"
 
 
 @pytest.mark.parametrize("item", ALL_TARGETS, ids=_target_id)
@@ -445,6 +517,8 @@ def substitute(expr: str, values: dict[str, str]) -> str:
 def variable_values(stack: Stack) -> dict[str, str]:
     hostname = _hostname(stack.state())
     return {
+        # The exporter serves one account and no account label: All is the only choice.
+        "account": ALL["account"],
         "job": _regex_escape(JOB),
         "instance": _regex_escape(stack.target),
         "hostname": hostname.replace("\\", "\\\\").replace('"', '\\"'),
@@ -456,8 +530,14 @@ def variable_values(stack: Stack) -> dict[str, str]:
 @pytest.mark.parametrize("name", DASHBOARD_FILES)
 def test_variable_queries_list_the_fleet(name: str, stack: Stack) -> None:
     state = stack.state()
-    values = {"job": _regex_escape(JOB), "instance": _regex_escape(stack.target)}
+    values = {
+        "account": ALL["account"],
+        "job": _regex_escape(JOB),
+        "instance": _regex_escape(stack.target),
+    }
     expected = {
+        # A single-account exporter has no account label: the list is empty, and All matches.
+        "account": set(),
         "job": {JOB},
         "instance": {stack.target},
         "hostname": {s["hostname"] for s in state["servers"]},
@@ -468,7 +548,9 @@ def test_variable_queries_list_the_fleet(name: str, stack: Stack) -> None:
         match = re.fullmatch(r"label_values\((.+), (\w+)\)", _query(variable))
         assert match, _query(variable)
         selector, label = match.groups()
-        found = {s[label] for s in stack.prometheus.series_labels(substitute(selector, values))}
+        series = stack.prometheus.series_labels(substitute(selector, values))
+        assert series, selector
+        found = {s[label] for s in series if label in s}
         assert found == expected[variable["name"]], variable["name"]
 
 
@@ -490,6 +572,151 @@ def test_every_panel_query_returns_data(stack: Stack, variable_values: dict[str,
             problems.append(f"{where}\n    no data")
     assert not problems, "\n".join(problems)
     assert len(ALL_TARGETS) > 40
+
+
+def _expr(name: str, title: str, ref: str = "A") -> str:
+    """The query of target ``ref`` of the one panel titled ``title`` in dashboard ``name``."""
+    [expr] = [target["expr"] for file, panel, target in ALL_TARGETS
+              if file == name and panel["title"] == title and target["refId"] == ref]  # fmt: skip
+    return str(expr)
+
+
+@pytest.mark.e2e
+def test_per_account_panels_give_the_exporters_own_numbers(
+    stack: Stack, variable_values: dict[str, str]
+) -> None:
+    """With one account and nothing repeated, dropping copies changes no number."""
+    raw = {
+        ("evotic-fleet.json", "Servers"): "sum(evotic_servers)",
+        ("evotic-fleet.json", "API polls"): "min(evotic_up)",
+        ("evotic-exporter.json", "API requests by status code"):
+            f"sum by (endpoint, code) (rate(evotic_api_requests_total[{RANGE}]))",
+    }  # fmt: skip
+    for (name, title), expr in raw.items():
+        panel = substitute(_expr(name, title), variable_values)
+        expected = stack.prometheus.query(expr)
+        assert expected, expr
+        # One query, so that both sides see the same samples.
+        differences = stack.prometheus.query(f"({panel}) - ({expr})")
+        assert len(differences) == len(expected), title
+        assert all(float(d["value"][1]) == 0 for d in differences), (title, differences)
+    [polls] = stack.prometheus.query(substitute(_expr("evotic-exporter.json", "API polls"),
+                                                variable_values))  # fmt: skip
+    # The legend's label: the instance, and nothing to show after it but a space.
+    assert polls["metric"]["source"] == f"{stack.target} "
+
+
+# A multi-account exporter as Prometheus sees it: acme and globex from their /probe targets
+# (job evotic, the target label account on every series, up included), and /metrics (job
+# evotic-exporter, an up without account) with the process, the build info and a copy of
+# every account's own series. Sample values per minute, in promtool's notation.
+PROBE = 'job="evotic", instance="exporter:19875"'
+METRICS = 'job="evotic-exporter", instance="exporter:19875"'
+PER_ACCOUNT = {
+    "evotic_up": {"acme": "0x10", "globex": "1x10"},
+    "evotic_servers": {"acme": "3x10", "globex": "5x10"},
+    'evotic_poll_errors_total{reason="timeout"}': {"acme": "0+1x10", "globex": "0+2x10"},
+    "evotic_last_successful_poll_timestamp_seconds": {"acme": "0x10", "globex": "0+60x10"},
+}
+PER_SERVER = {
+    'evotic_server_traffic_bytes_total{server_id="7", hostname="web-01", direction="outgoing"}':
+        {"acme": "100x10", "globex": "200x10"},
+    'evotic_server_traffic_limit_exceeded{server_id="7", hostname="web-01", direction="outgoing"}':
+        {"acme": "1x10", "globex": "1x10"},
+}  # fmt: skip
+
+
+def _series(selector: str, labels: str) -> str:
+    """``selector`` with ``labels`` added to its own."""
+    name, _, own = selector.partition("{")
+    return f"{name}{{{labels}{', ' + own.rstrip('}') if own else ''}}}"
+
+
+def _multi_account_input() -> list[Json]:
+    series = [{"series": _series("up", METRICS), "values": "1x10"},
+              {"series": _series("process_resident_memory_bytes", METRICS), "values": "5e7x10"},
+              {"series": _series('evotic_exporter_build_info{version="1.0.0"}', METRICS),
+               "values": "1x10"}]  # fmt: skip
+    for account in ("acme", "globex"):
+        probe = f'{PROBE}, account="{account}"'
+        series.append({"series": _series("up", probe), "values": "1x10"})
+        for selector, values in PER_ACCOUNT.items():
+            series.append({"series": _series(selector, probe), "values": values[account]})
+            copy = f'{METRICS}, account="{account}"'
+            series.append({"series": _series(selector, copy), "values": values[account]})
+        for selector, values in PER_SERVER.items():
+            series.append({"series": _series(selector, probe), "values": values[account]})
+    return series
+
+
+def _single_account_input() -> list[Json]:
+    return [{"series": _series(name, METRICS), "values": values}
+            for name, values in (("up", "1x10"), ("evotic_up", "1x10"),
+                                 ("evotic_servers", "4x10"))]  # fmt: skip
+
+
+# (dashboard, panel title, the account variable's value, the samples expected at 10 minutes).
+# Counting the /metrics copies too would double every sum here.
+MULTI_ACCOUNT_PANELS = [
+    ("evotic-fleet.json", "Servers", ".*", {"{}": 8}),
+    ("evotic-fleet.json", "Servers", "acme", {"{}": 3}),
+    ("evotic-fleet.json", "API polls", ".*", {"{}": 0}),
+    ("evotic-fleet.json", "API polls", "globex", {"{}": 1}),
+    ("evotic-fleet.json", "Servers over their traffic limit", ".*", {"{}": 2}),
+    ("evotic-fleet.json", "Traffic this billing period", ".*", {'{direction="outgoing"}': 300}),
+    ("evotic-exporter.json", "Failed polls by reason", ".*", {'{reason="timeout"}': 15}),
+    ("evotic-exporter.json", "Failed polls by reason", "globex", {'{reason="timeout"}': 10}),
+    ("evotic-exporter.json", "API polls", ".*", {
+        f'evotic_up{{{PROBE}, account="acme", source="exporter:19875 acme"}}': 0,
+        f'evotic_up{{{PROBE}, account="globex", source="exporter:19875 globex"}}': 1,
+    }),
+    ("evotic-exporter.json", "Scrapes", "acme", {
+        f'up{{{PROBE}, account="acme", source="exporter:19875 acme"}}': 1,
+        f'up{{{METRICS}, source="exporter:19875 "}}': 1,
+    }),
+    # The exporter's own series stay whichever account is picked.
+    ("evotic-exporter.json", "Version", "acme",
+     {f'evotic_exporter_build_info{{{METRICS}, version="1.0.0"}}': 1}),
+    ("evotic-exporter.json", "Memory", "globex",
+     {f'process_resident_memory_bytes{{{METRICS}}}': 5e7}),
+]  # fmt: skip
+SINGLE_ACCOUNT_PANELS = [
+    ("evotic-fleet.json", "Servers", ".*", {"{}": 4}),
+    ("evotic-exporter.json", "API polls", ".*",
+     {f'evotic_up{{{METRICS}, source="exporter:19875 "}}': 1}),
+]  # fmt: skip
+
+
+def _expr_tests(panels: list[tuple[str, str, str, dict[str, float]]]) -> list[Json]:
+    tests = []
+    for name, title, account, samples in panels:
+        values = {**ALL, "account": account, "__rate_interval": "5m"}
+        tests.append({
+            "expr": substitute(_expr(name, title), values),
+            "eval_time": "10m",
+            "exp_samples": [{"labels": key, "value": value} for key, value in samples.items()],
+        })  # fmt: skip
+    return tests
+
+
+@pytest.mark.e2e
+def test_panels_count_each_account_once_where_metrics_repeats_them(tmp_path: Path) -> None:
+    """promtool runs the panels' queries over a multi-account exporter's series."""
+    document = {
+        "rule_files": [str(path) for path in RULES],
+        "evaluation_interval": "1m",
+        "tests": [
+            {"name": "two accounts", "interval": "1m", "input_series": _multi_account_input(),
+             "promql_expr_test": _expr_tests(MULTI_ACCOUNT_PANELS)},
+            {"name": "one account", "interval": "1m", "input_series": _single_account_input(),
+             "promql_expr_test": _expr_tests(SINGLE_ACCOUNT_PANELS)},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "panels.test.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    result = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.e2e

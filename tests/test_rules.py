@@ -7,6 +7,11 @@ of critical, warning or info, a ``for`` on every alert, a summary and a descript
 server by hostname where the alert is about one server, and showing values with their unit),
 a runbook anchor in the README, and for every alert a promtool case that fires, one that stays
 quiet and one whose series go away.
+
+Where one exporter serves several accounts, every series carries an ``account`` label: each
+summary starts with the account, each description names it, every grouping that keeps
+``instance`` keeps ``account``, the alerts on the series that /metrics repeats for every account
+drop those copies, and every alert has a promtool case with two accounts.
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
 TEST_FILES = sorted(RULES_DIR.glob("*.test.yml"))
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK = "https://github.com/evotic/evotic-exporter/blob/main/README.md#alert-{anchor}"
+# How a summary names the account, and how a description adds it to the job or server id.
+ACCOUNT_SUMMARY = "{{ with $labels.account }}Account {{ . }}: {{ end }}"
+ACCOUNT_DESCRIPTION = re.compile(
+    r"\{\{-? with \$labels\.account \}\}, account \{\{ \. \}\}\{\{ end \}\}\)"
+)
+# What the alerts on per-account series end in: it drops the copies that /metrics of a
+# multi-account exporter serves (series with an account, from a target whose up has none).
+REPEATED = (
+    'unless on (job, instance) (up{account=""} and on (job, instance) evotic_up{account!=""})'
+)
 
 Json = dict[str, Any]
 
@@ -134,10 +149,43 @@ def test_alert_conventions(name: str) -> None:
         assert "$labels.hostname" in annotations["description"]
     else:
         assert "$labels.hostname" not in annotations["summary"] + annotations["description"]
+    if not _absent(rule):
+        assert annotations["summary"].startswith(ACCOUNT_SUMMARY), name
+        assert ACCOUNT_DESCRIPTION.search(annotations["description"]), name
     for text in annotations.values():
         # A bare $value prints 0.9534 or 5.3e+12; the humanize functions add the unit's scale.
         for use in re.findall(r"\$value[^}]*", text):
             assert re.search(r"\|\s*humanize", use), f"{name}: {{{{ {use} }}}} has no unit"
+
+
+def _absent(rule: Json) -> bool:
+    """An alert on absent() has no labels but those of its rule, so no account to name."""
+    return rule["expr"].strip().startswith("absent(")
+
+
+def _per_account(rule: Json) -> bool:
+    """Over series the exporter serves per account, not per server: /metrics repeats those."""
+    expr = rule["expr"].replace(REPEATED, "")
+    return any(not name.startswith("evotic_server_") for name in re.findall(r"\bevotic_\w+", expr))
+
+
+@pytest.mark.parametrize("name", ALERTS)
+def test_alerts_on_per_account_series_drop_the_copies_of_metrics(name: str) -> None:
+    rule = ALERTS[name]
+    if _per_account(rule):
+        assert rule["expr"].rstrip().endswith(REPEATED), name
+    else:
+        assert REPEATED not in rule["expr"], f"{name}: only per-account series are repeated"
+
+
+@pytest.mark.parametrize("rule", _rules(), ids=lambda r: r.get("alert") or r["record"])
+def test_groupings_that_keep_the_instance_keep_the_account(rule: Json) -> None:
+    """Two accounts of one exporter share job and instance; only the account tells them apart."""
+    expr = rule["expr"].replace(REPEATED, "")
+    for clause in re.findall(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)", expr):
+        labels = {label.strip() for label in clause.split(",")}
+        if "instance" in labels:
+            assert "account" in labels, f"{clause} in {expr}"
 
 
 def test_severity_ladder_of_traffic_alerts() -> None:
@@ -213,6 +261,67 @@ def test_every_alert_fires_stays_quiet_and_survives_its_target_going(name: str) 
 
 def test_tests_only_name_existing_alerts() -> None:
     assert set(_cases()) <= set(ALERTS)
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _series_labels(series: str) -> dict[str, str]:
+    """The labels of a promtool input series, ``__name__`` included."""
+    name, _, matchers = series.partition("{")
+    return {"__name__": name, **dict(_LABEL.findall(matchers))}
+
+
+def _two_account_cases() -> dict[str, list[tuple[list[dict[str, str]], list[Json]]]]:
+    """For every alert name: the input series' labels and the expected alerts of every case
+    whose input has two accounts or more."""
+    found: dict[str, list[tuple[list[dict[str, str]], list[Json]]]] = {}
+    for path in TEST_FILES:
+        for group in _load(path)["tests"]:
+            inputs = [_series_labels(s["series"]) for s in group.get("input_series", [])]
+            if len({labels.get("account") for labels in inputs} - {None}) < 2:
+                continue
+            for case in group.get("alert_rule_test", []):
+                found.setdefault(case["alertname"], []).append((inputs, case.get("exp_alerts", [])))
+    return found
+
+
+@pytest.mark.parametrize("name", [n for n, rule in ALERTS.items() if not _absent(rule)])
+def test_every_alert_has_a_two_account_case_that_names_the_account(name: str) -> None:
+    cases = _two_account_cases().get(name, [])
+    firing = [alert for _, alerts in cases for alert in alerts]
+    assert firing, f"no promtool case with two accounts where {name} fires"
+    quiet = [
+        account
+        for inputs, alerts in cases
+        for account in {labels.get("account") for labels in inputs} - {None}
+        if alerts and account not in {a["exp_labels"].get("account") for a in alerts}
+    ]
+    assert quiet, f"{name}: no two-account case where one account fires and another does not"
+    for alert in firing:
+        account = alert["exp_labels"].get("account")
+        summary = alert["exp_annotations"]["summary"]
+        if account is None:
+            assert not summary.startswith("Account "), summary
+        else:
+            assert summary.startswith(f"Account {account}: "), summary
+            assert f"account {account})" in alert["exp_annotations"]["description"]
+
+
+@pytest.mark.parametrize("name", [n for n, rule in ALERTS.items() if _per_account(rule)])
+def test_per_account_alerts_fire_once_per_account_with_the_copies_of_metrics(name: str) -> None:
+    """A case feeds each account's series from its /probe target and again from /metrics."""
+    for inputs, alerts in _two_account_cases().get(name, []):
+        targets: dict[str, set[str]] = {}
+        for labels in inputs:
+            if labels["__name__"] != "up" and "account" in labels:
+                targets.setdefault(labels["account"], set()).add(labels["job"])
+        if alerts and all(len(jobs) > 1 for jobs in targets.values()):
+            accounts = [a["exp_labels"].get("account") for a in alerts]
+            assert None not in accounts
+            assert len(accounts) == len(set(accounts)), f"{name}: an account alerts twice"
+            return
+    raise AssertionError(f"{name}: no firing case with each account's series in two jobs")
 
 
 # --------------------------------------------------------------------------- runbooks
