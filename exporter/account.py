@@ -23,6 +23,18 @@ from exporter.snapshot import PollState
 
 
 @dataclass(frozen=True)
+class Status:
+    """What the landing page says of an account: its health, the age of the data it serves,
+    why its last poll failed (``None``: it did not), and the rate limit the API last stated
+    (``(limit, remaining)``, ``None`` until it has)."""
+
+    health: Health
+    age: float | None
+    last_error: str | None
+    rate: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
 class View:
     """What a scrape serves: the per-server exposition (headers alone when there is nothing to
     trust) and the account's health."""
@@ -52,6 +64,8 @@ class Account:
                              observer=metrics, clock=clock, logger=logger)  # fmt: skip
         self._stale_after = settings.stale_after
         self._clock = clock
+        self._budget = client.budget
+        self._unlisten = client.budget.listen(metrics.rate_limit)
 
     async def _publish(self, state: PollState) -> None:
         await self.cache.update(state.snapshot)
@@ -60,6 +74,18 @@ class Account:
         health = assess(self.poller.state, self._clock(), self._stale_after)
         self.metrics.serving(health)
         return View(self.cache.get(health.snapshot), health)
+
+    def status(self) -> Status:
+        health = self.view().health
+        snapshot = self.poller.state.snapshot
+        outcome = self.poller.state.outcome
+        age = None if snapshot is None else max(0.0, self._clock() - snapshot.taken_at)
+        limit, remaining = self._budget.limit, self._budget.remaining
+        rate = None if limit is None or remaining is None else (limit, remaining)
+        return Status(health, age, None if outcome is None else outcome.reason, rate)
+
+    def poll_now(self) -> None:
+        self.poller.poll_now()
 
     def alive(self) -> bool:
         return self.poller.alive()
@@ -71,4 +97,5 @@ class Account:
         self.poller.start()
 
     async def stop(self) -> None:
+        self._unlisten()
         await self.poller.stop()

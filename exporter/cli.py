@@ -29,6 +29,7 @@ from exporter.accounts import Accounts
 from exporter.accounts_file import DEFAULT_ACCOUNT, AccountConfig, read_accounts
 from exporter.api.client import EvoticClient
 from exporter.api.network import ProxySettingError
+from exporter.api.ratelimit import RateBudgets
 from exporter.api.token import TokenSource
 from exporter.certificates import Certificates, log_reloads
 from exporter.config import (
@@ -192,9 +193,11 @@ async def run(settings: Settings, files: Files, environ: Mapping[str, str] = os.
     if settings.demo:
         files = _with_demo_quota(files)
 
+    budgets = RateBudgets()
+
     async def start_account(config: AccountConfig, stack: contextlib.AsyncExitStack) -> Account:
         account_log = log.bind(account=config.name) if multi else None
-        return await _start_account(config, stack, redactor, account_log, multi=multi)
+        return await _start_account(config, stack, redactor, budgets, account_log, multi=multi)
 
     # Whatever was started is stopped again, in reverse order, however run() ends.
     async with contextlib.AsyncExitStack() as started:
@@ -272,6 +275,7 @@ async def _start_account(
     config: AccountConfig,
     stack: contextlib.AsyncExitStack,
     redactor: Redactor,
+    budgets: RateBudgets,
     log: structlog.typing.FilteringBoundLogger | None,
     *,
     multi: bool,
@@ -292,17 +296,21 @@ async def _start_account(
         stack.push_async_callback(demo_api.stop)
         api_url = demo_api.url
         token = TokenSource(redactor, token=demo_api.token, origin="the simulator")
+        key = f"demo {config.name}"
     elif settings.api_token is not None:
         token = TokenSource(redactor, token=settings.api_token.get_secret_value(),
                             origin=describe_setting("api_token"))  # fmt: skip
+        key = "api_token"
     else:
         token = TokenSource(redactor, path=settings.api_token_file)
+        # Accounts that name the same token file share its rate limit.
+        key = str(settings.api_token_file and settings.api_token_file.resolve())
 
     metrics = AccountMetrics()
     client = EvoticClient(
         api_url, token, timeout=settings.api_timeout,
         user_agent=f"{PROG}/{__version__}", observe=metrics.request,
-        auth_origin=token.origin, route=config.route,
+        auth_origin=token.origin, route=config.route, budget=budgets.for_token(key),
     )  # fmt: skip
     if config.route.proxy is not None:
         (log or structlog.get_logger("exporter")).info(

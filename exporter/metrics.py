@@ -340,6 +340,18 @@ BUILD_INFO = MetricDef(
     "evotic_exporter_build_info", "gauge", "Exporter version, always 1.", ("version",),
     per_server=False,
 )  # fmt: skip
+RATE_LIMIT = MetricDef(
+    "evotic_api_rate_limit_requests", "gauge",
+    "Requests allowed per rate limit window, as the API last stated it (X-RateLimit-Limit); "
+    "absent until the API has sent it.",
+    per_server=False,
+)  # fmt: skip
+RATE_REMAINING = MetricDef(
+    "evotic_api_rate_limit_remaining_requests", "gauge",
+    "Requests left in the current rate limit window, as the API last stated it "
+    "(X-RateLimit-Remaining); absent until the API has sent it.",
+    per_server=False,
+)  # fmt: skip
 RELOAD_OK = MetricDef(
     "evotic_config_last_reload_successful", "gauge",
     "1 when the last reload of the files (SIGHUP, POST /-/reload, renewed certificates) "
@@ -354,7 +366,8 @@ RELOAD_TIME = MetricDef(
 
 EXPORTER_METRICS: tuple[MetricDef, ...] = (
     UP, SERVERS, SERVERS_REJECTED, SERVERS_KEPT, LAST_SUCCESS, POLL_DURATION, POLL_PHASE,
-    POLL_ERRORS, API_REQUESTS, API_DURATION, BUILD_INFO, RELOAD_OK, RELOAD_TIME,
+    POLL_ERRORS, API_REQUESTS, API_DURATION, RATE_LIMIT, RATE_REMAINING, BUILD_INFO, RELOAD_OK,
+    RELOAD_TIME,
 )  # fmt: skip
 
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -28,6 +28,8 @@ from exporter.metrics import (
     POLL_DURATION,
     POLL_ERRORS,
     POLL_PHASE,
+    RATE_LIMIT,
+    RATE_REMAINING,
     RELOAD_OK,
     RELOAD_TIME,
     REQUEST_BUCKETS,
@@ -55,6 +57,8 @@ class AccountMetrics:
         # Absent, not 0, until there is something to say: registered on first use.
         self._last_success = Gauge(LAST_SUCCESS.name, LAST_SUCCESS.help, registry=None)
         self._duration = Gauge(POLL_DURATION.name, POLL_DURATION.help, registry=None)
+        self._rate_limit = Gauge(RATE_LIMIT.name, RATE_LIMIT.help, registry=None)
+        self._rate_remaining = Gauge(RATE_REMAINING.name, RATE_REMAINING.help, registry=None)
         self._phases = Gauge(POLL_PHASE.name, POLL_PHASE.help, POLL_PHASE.labels, registry=registry)
         self._errors = Counter(
             POLL_ERRORS.name, POLL_ERRORS.help, POLL_ERRORS.labels, registry=registry
@@ -96,6 +100,11 @@ class AccountMetrics:
         """One HTTP request to the API, answered or not (an ``exporter.api`` observer)."""
         self._requests.labels(endpoint, code).inc()
         self._request_seconds.labels(endpoint).observe(seconds)
+
+    def rate_limit(self, limit: int, remaining: int) -> None:
+        """What the API last said of its rate limit window (a ``RateBudget`` listener)."""
+        self._show(self._rate_limit).set(limit)
+        self._show(self._rate_remaining).set(remaining)
 
     def serving(self, health: Health) -> None:
         """What the scrape being answered serves: whether the account is up (0 when the data is

@@ -126,6 +126,7 @@ class Poller:
         self._set_aside: tuple[int, frozenset[str | None]] = (0, frozenset())
         self._publishing = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
 
     def use_quotas(self, quotas: Quotas) -> None:
         """Quotas for the polls from the next one on (a reload read the quota file again)."""
@@ -148,13 +149,37 @@ class Poller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
 
+    def poll_now(self) -> None:
+        """Poll at once rather than at the next interval, and start the back-off afresh: after
+        a fixed token file, nobody should wait out five minutes of back-off. A 429's
+        ``Retry-After`` is still honoured."""
+        self._failures = 0
+        self._wake.set()
+
     async def _poll_loop(self) -> None:
-        await self._sleep(self._rng.uniform(0.0, self._settings.startup_jitter))
+        await self._rest(self._rng.uniform(0.0, self._settings.startup_jitter))
         while True:
             started = time.monotonic()
             await self.poll_once()
             delay = self._next_delay() - (time.monotonic() - started)
-            await self._sleep(max(delay, self._client.held_for, 0.0))
+            await self._rest(max(delay, self._client.held_for, 0.0))
+
+    async def _rest(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when ``poll_now`` is called meanwhile."""
+        if not self._wake.is_set():
+            sleeping = asyncio.ensure_future(self._sleep(seconds))
+            woken = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+                if sleeping.done():
+                    sleeping.result()  # what the sleep raised, it raises here
+            finally:
+                sleeping.cancel()
+                woken.cancel()
+        if self._wake.is_set():
+            self._wake.clear()
+            if self._client.held_for > 0:
+                await self._sleep(self._client.held_for)
 
     def _next_delay(self) -> float:
         interval = self._settings.interval
@@ -305,6 +330,8 @@ class Poller:
 
         async def one(server_id: str) -> None:
             async with limit:
+                # Status calls can wait; the listing polls get the window's last 20 %.
+                await self._client.budget.pace()
                 try:
                     results[server_id] = await self._client.server_status(server_id)
                 except EvoticError as error:

@@ -63,6 +63,9 @@ class Reloader:
                                 problem=str(error))  # fmt: skip
                 return str(error)
             changes = await self._accounts.apply(files.accounts)
+            # After a fixed token or quota file, the data should not wait for the interval.
+            for account in self._accounts.current.values():
+                account.poll_now()
             self._metrics.loaded(True)
             self._log.info("reloaded", added=",".join(changes.added),
                            removed=",".join(changes.removed), replaced=",".join(changes.replaced),

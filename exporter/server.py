@@ -22,7 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from exporter.account import Account, View
+from exporter.account import Account, Status, View
 from exporter.accounts_file import DEFAULT_ACCOUNT
 from exporter.exposition import Format, compress_open
 from exporter.own_metrics import LabelledAccounts
@@ -37,7 +37,8 @@ PLAIN = b"text/plain; charset=utf-8"
 METHODS = (b"GET", b"HEAD")
 # Basic auth guards the data. /healthz and /readyz stay open for kubelet and systemd probes,
 # which carry no credentials; they answer with a fixed word or a bounded reason, never data.
-PROTECTED = frozenset({"/", "/metrics", "/probe", "/-/reload"})
+PROTECTED = frozenset({"/", "/metrics", "/probe", "/-/reload", "/-/poll"})
+LIFECYCLE_OFF = "the lifecycle API is off: start with --web.enable-lifecycle"
 
 _openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
 
@@ -178,6 +179,7 @@ class ExporterApp:
             "/healthz": (self._healthz, METHODS),
             "/readyz": (self._readyz, METHODS),
             "/-/reload": (self._reload_files, (b"POST", b"PUT")),
+            "/-/poll": (self._poll_now, (b"POST", b"PUT")),
         }
 
     def set_access(
@@ -317,22 +319,35 @@ class ExporterApp:
 
     async def _reload_files(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
         if self._reload is None:
-            return _text(403, "the lifecycle API is off: start with --web.enable-lifecycle")
+            return _text(403, LIFECYCLE_OFF)
         problem = await self._reload()
         if problem is not None:
             return _text(500, f"reload failed: {problem}")
         return _text(200, "reloaded")
 
+    async def _poll_now(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
+        """Every account (or the one ``?target=`` names) polls at once, its back-off reset."""
+        if self._reload is None:  # the lifecycle API is on exactly when reloads are
+            return _text(403, LIFECYCLE_OFF)
+        accounts = self._accounts()
+        targets = parse_qs(scope["query_string"].decode("latin-1")).get("target")
+        if targets is not None and (len(targets) > 1 or targets[0] not in accounts):
+            return _text(404, "no account of that name (the accounts: "
+                         f"{', '.join(accounts) or 'none'})")  # fmt: skip
+        names = targets or list(accounts)
+        for name in names:
+            accounts[name].poll_now()
+        return _text(202, f"polling {', '.join(names)}")
+
     async def _landing(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
         version = html.escape(self._version)
-        accounts = "".join(
-            f'<li><a href="probe?target={quote(name)}">{html.escape(name)}</a></li>\n'
-            for name in self._accounts()
-        )
+        rows = "".join(self._row(name, account) for name, account in self._accounts().items())
         watch = ("every account's health" if self._multi
                  else "the servers of the account and the exporter's health")  # fmt: skip
         page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Evotic exporter</title></head>
+<html lang="en"><head><meta charset="utf-8"><title>Evotic exporter</title>
+<style>table{{border-collapse:collapse}}td,th{{border:1px solid #999;padding:2px 8px;\
+text-align:left}}</style></head>
 <body>
 <h1>Evotic exporter</h1>
 <p>Version {version}. Prometheus metrics for servers hosted at Evotic.</p>
@@ -344,8 +359,37 @@ class ExporterApp:
 <h2>Accounts</h2>
 <p>Each account's servers and health, as Prometheus scrapes them with
 <code>/probe?target=NAME</code>:</p>
-<ul>
-{accounts}</ul>
+<table>
+<tr><th>account</th><th>ready</th><th>servers</th><th>data age</th><th>last poll</th>\
+<th>rate limit</th></tr>
+{rows}</table>
 </body></html>
 """
         return 200, [(b"content-type", b"text/html; charset=utf-8")], [page.encode()]
+
+    def _row(self, name: str, account: Account) -> str:
+        try:
+            return _account_row(name, account.status())
+        except Exception:
+            # The page still links the account, whose probe and /readyz will say more.
+            self._log.exception("account state unavailable", account=name)
+            return _account_row(name, None)
+
+
+def _account_row(name: str, status: Status | None) -> str:
+    """One account's row of the landing page: every value escaped, none of them a secret."""
+    link = f'<a href="probe?target={quote(name)}">{html.escape(name)}</a>'
+    if status is None:
+        return f'<tr><td>{link}</td><td colspan="5">state unavailable</td></tr>\n'
+    health = status.health
+    ready = "yes" if health.ready else f"no: {health.reason}"
+    age = "—" if status.age is None else f"{status.age:.0f} s"
+    last = "ok" if status.last_error is None else f"failed: {status.last_error}"
+    if status.rate is None:
+        rate = "not stated by the API"
+    else:
+        limit, remaining = status.rate
+        rate = f"{remaining} of {limit} left"
+    texts = (ready, str(health.servers), age, last, rate)
+    cells = [link, *(html.escape(text) for text in texts)]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>\n"

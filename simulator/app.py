@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Final
 from urllib.parse import parse_qs
 
@@ -35,6 +36,7 @@ from simulator.messages import (
     parse_id,
     raw_json_reply,
 )
+from simulator.ratelimit import RateLimiter
 from simulator.servers import Clock
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -61,6 +63,7 @@ class SimulatorApp:
         paginate: bool = False,
         per_page: int = 100,
         latency: float = 0.0,
+        rate_limit: RateLimiter | None = None,
         public_url: str | None = None,
         wall_clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -80,6 +83,7 @@ class SimulatorApp:
         self._paginate = paginate
         self._per_page = per_page
         self._latency = latency
+        self._rate_limit = rate_limit
         self._public_url = public_url.rstrip("/") if public_url else None
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -110,6 +114,15 @@ class SimulatorApp:
     # -- the API -------------------------------------------------------------------------------
 
     async def _api(self, request: Request) -> Reply:
+        if self._rate_limit is None:
+            return await self._api_unlimited(request)
+        decision = self._rate_limit.take()
+        if not decision.allowed:
+            return message_reply(429, "Too Many Attempts.", decision.headers)
+        reply = await self._api_unlimited(request)
+        return replace(reply, headers=(*reply.headers, *decision.headers))
+
+    async def _api_unlimited(self, request: Request) -> Reply:
         endpoint, server_id = self._route(request.path)
         self.stats.count(endpoint)
         if endpoint is Endpoint.OTHER:

@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency", type=float, default=defaults.latency, help="seconds added to every answer"
     )
     parser.add_argument(
+        "--rate-limit", type=int, default=defaults.rate_limit,
+        help="requests allowed per window, with X-RateLimit-* headers and 429 beyond (0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate-window", type=float, default=defaults.rate_window,
+        help="seconds of a rate limit window",
+    )  # fmt: skip
+    parser.add_argument(
         "--fault",
         type=_fault,
         action="append",
@@ -82,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             per_page=args.per_page,
             churn_interval=args.churn_interval,
             latency=args.latency,
+            rate_limit=args.rate_limit,
+            rate_window=args.rate_window,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -13,6 +13,7 @@ from simulator.app import SimulatorApp
 from simulator.control import CONTROL_PREFIX
 from simulator.faults import FaultSet
 from simulator.fleet import Fleet
+from simulator.ratelimit import RateLimiter
 from simulator.servers import Clock
 
 MAX_SERVERS = 1_000_000
@@ -29,6 +30,9 @@ class SimulatorOptions:
     per_page: int = 100
     churn_interval: float = 0.0
     latency: float = 0.0
+    rate_limit: int = 0
+    """Requests allowed per ``rate_window`` seconds, as Laravel's throttle counts them (0: none)."""
+    rate_window: float = 60.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.servers <= MAX_SERVERS:
@@ -41,6 +45,8 @@ class SimulatorOptions:
             raise ValueError("churn_interval must be a non-negative number of seconds")
         if not 0 <= self.latency < math.inf:
             raise ValueError("latency must be a non-negative number of seconds")
+        if self.rate_limit < 0 or not 0 < self.rate_window < math.inf:
+            raise ValueError("rate_limit must be 0 or more, rate_window a positive number")
 
 
 class RunningSimulator:
@@ -104,6 +110,9 @@ async def start_simulator(
         paginate=options.paginate,
         per_page=options.per_page,
         latency=options.latency,
+        rate_limit=RateLimiter(options.rate_limit, options.rate_window, clock or time.time)
+        if options.rate_limit
+        else None,
     )
     sock = bind_socket(host, port)
     server = AsgiServer(app, sock, ssl_context=ssl_context)

@@ -378,3 +378,46 @@ def test_probe_negotiates_formats_and_gzip_as_metrics_does() -> None:
             assert 'evotic_up{account="prod"} 1.0' in whole.text
 
     run(scenario)
+
+
+def test_poll_on_demand_needs_the_lifecycle_api_and_names_what_it_polls() -> None:
+    async def reload() -> str | None:
+        return None
+
+    async def scenario() -> None:
+        async with multi("prod") as off:
+            assert (await off.http.post("/-/poll")).status_code == 403
+        async with multi("prod", "staging", reload=reload) as on:
+            woken: list[str] = []
+            for name, account in on.accounts.current.items():
+                account.poll_now = lambda name=name: woken.append(name)  # type: ignore[method-assign]
+            answer = await on.http.post("/-/poll")
+            assert (answer.status_code, answer.text) == (202, "polling prod, staging\n")
+            one = await on.http.post("/-/poll?target=staging")
+            assert one.text == "polling staging\n"
+            assert woken == ["prod", "staging", "staging"]
+            assert (await on.http.post("/-/poll?target=nope")).status_code == 404
+            assert (await on.http.get("/-/poll")).status_code == 405
+
+    run(scenario)
+
+
+def test_landing_page_says_how_each_account_is() -> None:
+    async def scenario() -> None:
+        async with multi("prod", "staging") as m:
+            await m.poll("prod")
+            m.world.faults["staging"].add("unauthorized", scope="servers")
+            await m.poll("staging")
+            page = (await m.get("/")).text
+            assert "<script" not in page
+            assert "http://" not in page
+            assert "https://" not in page
+            rows = {row.split('target=')[1].split('"')[0]: row
+                    for row in page.splitlines() if row.startswith("<tr><td><a")}  # fmt: skip
+            assert set(rows) == {"prod", "staging"}
+            assert "<td>yes</td><td>3</td><td>0 s</td><td>ok</td>" in rows["prod"]
+            assert "<td>not stated by the API</td>" in rows["prod"]
+            assert "<td>no: no successful poll yet (last error: auth)</td>" in rows["staging"]
+            assert "<td>failed: auth</td>" in rows["staging"]
+
+    run(scenario)

@@ -477,3 +477,45 @@ def test_counts_say_what_is_exported_when_records_are_set_aside() -> None:
     assert stale == (set(), counts(0, 0, 0))
     for ids, found in seen:
         assert found["evotic_servers"] == len(ids)
+
+
+def test_poll_now_cuts_the_wait_short_and_starts_the_back_off_afresh() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return DOWN
+
+    async def scenario() -> None:
+        token = TokenSource(Redactor(), token="poller-test-token")
+        client = EvoticClient("https://api.test/v1", token, timeout=1, user_agent="t",
+                              transport=httpx.MockTransport(handler), sleep=_no_wait)  # fmt: skip
+        sleeps: list[float] = []
+        asked = asyncio.Event()
+        hold = [False]
+
+        async def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            asked.set()
+            if hold[0]:
+                await asyncio.Event().wait()  # a wait only poll_now can cut short
+
+        poller = Poller(client, token, PollSettings(interval=60), sleep=sleep,
+                        rng=random.Random(1))  # fmt: skip
+        poller.start()
+        while len(sleeps) < 5:  # the jitter, then four failed polls
+            asked.clear()
+            await asked.wait()
+        assert sleeps[1:5] == pytest.approx([60, 120, 240, 300], abs=1)  # backing off
+        hold[0] = True
+        asked.clear()
+        await asked.wait()  # the loop now waits out the back-off
+        polls = len(calls)
+        asked.clear()
+        poller.poll_now()
+        await asyncio.wait_for(asked.wait(), 5)
+        assert len(calls) == polls + 3  # polled at once (three attempts of a failing poll)
+        assert sleeps[-1] == pytest.approx(60, abs=1)  # and the back-off began afresh
+        await poller.stop()
+
+    asyncio.run(scenario())

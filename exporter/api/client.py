@@ -42,6 +42,7 @@ from exporter.api.models import (
     ServerStatus,
 )
 from exporter.api.network import ApiRoute
+from exporter.api.ratelimit import RateBudget
 
 ENDPOINT_SERVERS = "servers"
 ENDPOINT_STATUS = "server_status"
@@ -226,6 +227,7 @@ class EvoticClient:
         observe: RequestObserver = _ignore_request,
         auth_origin: str = "the configured token",
         route: ApiRoute | None = None,
+        budget: RateBudget | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -243,8 +245,8 @@ class EvoticClient:
         self._sleep = sleep
         self._monotonic = monotonic
         self._rng = rng or random.Random()
-        # A 429's Retry-After: nothing is sent before this (monotonic seconds).
-        self._held_until = 0.0
+        # The rate limit the API states, and a 429's hold: shared by the accounts of a token.
+        self.budget = budget if budget is not None else RateBudget(monotonic=monotonic)
         proxy = route.proxy if route is not None else None
         if proxy is not None and urlsplit(self._base).scheme != "https":
             raise ValueError("a proxy would read the token in clear: only an https API URL "
@@ -282,7 +284,7 @@ class EvoticClient:
     @property
     def held_for(self) -> float:
         """Seconds until a previous 429 allows the next request (0 when none is pending)."""
-        return max(0.0, self._held_until - self._monotonic())
+        return self.budget.held_for
 
     async def list_servers(self) -> Listing:
         """Fetch every page of ``GET /servers``.
@@ -369,6 +371,7 @@ class EvoticClient:
         try:
             async with self._http.stream("GET", url, headers=headers) as response:
                 status = response.status_code
+                self.budget.observe(response.headers)
                 if status != 200:
                     self._raise_for_status(response)
                 return await self._read_body(response, endpoint)
@@ -394,7 +397,7 @@ class EvoticClient:
             if retry_after is None:
                 retry_after = self._retry.retry_after_default
             retry_after = min(retry_after, self._retry.retry_after_cap)
-            self._held_until = self._monotonic() + retry_after
+            self.budget.hold(retry_after)
             raise RateLimitedError(
                 f"HTTP 429: rate limited, retrying after {math.ceil(retry_after)} s", retry_after
             )
