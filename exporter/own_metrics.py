@@ -15,7 +15,7 @@ from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client import disable_created_metrics as _untyped_disable_created_metrics
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.api.errors import POLL_REASONS
@@ -36,6 +36,7 @@ from exporter.metrics import (
     SERVERS,
     SERVERS_KEPT,
     SERVERS_REJECTED,
+    SNAPSHOT_METRICS,
     UP,
 )
 from exporter.snapshot import Outcome, Snapshot
@@ -151,6 +152,29 @@ class LabelledAccounts(Collector):
                     for sample in family.samples
                 )
         yield from families.values()
+
+
+class AccountScalars(Collector):
+    """The figures a snapshot has once, not per server (the billing period), of every account
+    whose data is served, labelled with it: ``evotic_traffic_period_end_timestamp_seconds{
+    account="prod"}``. ``/probe`` has them in the account's exposition; a multi-account
+    ``/metrics``, which has no per-server part, has them from here."""
+
+    def __init__(self, snapshots: Callable[[], Mapping[str, Snapshot | None]]) -> None:
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterator[Metric]:
+        served = self._snapshots()
+        for spec in SNAPSHOT_METRICS:
+            if spec.scalar is None:
+                continue
+            family = GaugeMetricFamily(spec.name, spec.help, labels=["account"])
+            for name, snapshot in served.items():
+                value = None if snapshot is None else spec.scalar(snapshot)
+                if value is not None:
+                    family.add_metric([name], value)
+            if family.samples:
+                yield family
 
 
 def process_registry(version: str) -> CollectorRegistry:

@@ -25,7 +25,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from exporter.account import Account, Status, View
 from exporter.accounts_file import DEFAULT_ACCOUNT
 from exporter.exposition import Format, compress_open
-from exporter.own_metrics import LabelledAccounts
+from exporter.own_metrics import AccountScalars, LabelledAccounts
 from exporter.webconfig import CHALLENGE, BasicAuth
 from exporter.webserver import Receive, Scope, Send
 
@@ -167,6 +167,10 @@ class ExporterApp:
         self._labelled = CollectorRegistry()
         self._labelled.register(LabelledAccounts(
             lambda: {name: account.metrics for name, account in self._accounts().items()}
+        ))  # fmt: skip
+        self._labelled.register(AccountScalars(
+            lambda: {name: account.view().health.snapshot
+                     for name, account in self._accounts().items()}
         ))  # fmt: skip
         self._version = version
         self._reload = reload

@@ -421,3 +421,17 @@ def test_landing_page_says_how_each_account_is() -> None:
             assert "<td>failed: auth</td>" in rows["staging"]
 
     run(scenario)
+
+
+def test_metrics_of_several_accounts_has_each_accounts_billing_period() -> None:
+    async def scenario() -> None:
+        async with multi("prod", "staging") as m:
+            await m.poll("prod")
+            found = samples((await m.get("/metrics")).text)
+            period = {labels["account"]: value for name, labels, value in found
+                      if name == "evotic_traffic_period_end_timestamp_seconds"}  # fmt: skip
+            probe = samples((await m.get("/probe?target=prod")).text)
+            [end] = [v for n, _, v in probe if n == "evotic_traffic_period_end_timestamp_seconds"]
+            assert period == {"prod": end}  # staging has no data served yet
+
+    run(scenario)
