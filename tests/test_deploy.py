@@ -34,9 +34,11 @@ import pytest
 import yaml
 
 from exporter import __version__
+from exporter.cli import load
 from exporter.config import DEFAULT_PORT, OPTIONS, Settings, read_environment
 
-from .processes import ROOT, free_port, simulator, wait_until
+from .processes import ROOT, exporter, free_port, simulator, wait_until
+from .prometheus_server import prometheus
 from .scrape import one, parse, values
 from .test_webconfig import make_pki
 
@@ -44,7 +46,11 @@ DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"
 COMPOSE_LIVE = DEPLOY / "docker-compose.live.yml"
+DEMO_ACCOUNTS = DEPLOY / "exporter" / "accounts.demo.yml"
+LIVE_ACCOUNTS = DEPLOY / "exporter" / "accounts.live.yml"
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+DEMO_TARGETS = DEPLOY / "prometheus" / "targets" / "evotic.yml"
+LIVE_TARGETS = DEPLOY / "prometheus" / "targets.live" / "evotic.yml"
 RULES_DIR = DEPLOY / "prometheus" / "rules"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 K8S = DEPLOY / "kubernetes"
@@ -371,6 +377,62 @@ def service_mounts(service: dict[str, Any]) -> dict[str, str]:
     return mounts
 
 
+def in_repo(service: dict[str, Any], container_path: str) -> Path:
+    """The file of the repository that ``container_path`` is in a service's container."""
+    path = PurePosixPath(container_path)
+    mounts = sorted(service_mounts(service).items(), key=lambda mount: -len(mount[0]))
+    for target, source in mounts:
+        if source.startswith(".") and path.is_relative_to(target):
+            return (DEPLOY / source / path.relative_to(target)).resolve()
+    raise AssertionError(f"{container_path} is in none of the service's bind mounts")
+
+
+def in_repo_argument(service: dict[str, Any], argument: str) -> str:
+    """A command-line argument with the path inside the container taken to the repository."""
+    flag, equals, value = argument.partition("=")
+    return f"{flag}={in_repo(service, value)}" if equals and value.startswith("/") else argument
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A service as compose merges an override file's service into it, for the keys this
+    stack's override uses: ``volumes`` unique by their path in the container, any other key
+    replaced (for ``command`` that is compose's rule; the others are only in the override)."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if key == "volumes":
+            mounts = {volume.split(":")[1]: volume for volume in result.get("volumes", [])}
+            mounts.update({volume.split(":")[1]: volume for volume in value})
+            result["volumes"] = list(mounts.values())
+        else:
+            result[key] = value
+    return result
+
+
+def probe_targets_file() -> PurePosixPath:
+    """Where the ``evotic`` job's targets file is in the Prometheus container."""
+    prometheus_service = compose()["services"]["prometheus"]
+    config_dir = PurePosixPath(prometheus_service["command"][0].split("=", 1)[1]).parent
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    (sd_config,) = jobs["evotic"]["file_sd_configs"]
+    (targets,) = sd_config["files"]
+    return config_dir / targets
+
+
+def config_file_argument(command: list[str]) -> str:
+    (path,) = [arg.split("=", 1)[1] for arg in command if arg.startswith("--config.file=")]
+    return path
+
+
+def account_names(path: Path) -> list[str]:
+    """The accounts of a configuration file of the exporter, in the order it lists them."""
+    return list(load_yaml(path)["accounts"])
+
+
+def file_sd_targets(path: Path) -> list[str]:
+    """The targets of a Prometheus file_sd file."""
+    return [target for group in load_yaml(path) for target in group["targets"]]
+
+
 def published(service: dict[str, Any]) -> dict[int, str]:
     """``{container port: bind address}``."""
     ports = {}
@@ -392,7 +454,6 @@ def test_compose_stack_has_the_four_services_pinned() -> None:
     exporter = services["exporter"]
     assert (DEPLOY / exporter["build"]["context"]).resolve() == ROOT
     assert (ROOT / exporter["build"]["dockerfile"]).resolve() == DOCKERFILE
-    assert exporter["command"] == ["--demo"]
     assert exporter["read_only"] is True
     for name, service in services.items():
         repository, _, tag = service["image"].rpartition(":")
@@ -458,8 +519,59 @@ def test_promtool_accepts_the_config_and_every_rule_file() -> None:
     result = run(tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
+    # promtool only warns about a missing file_sd file, and checks one that exists.
+    assert "WARNING" not in output, output
     for path in RULES_DIR.glob("*.rules.yml"):
         assert f"Checking {path}" in output or f"Checking {path.relative_to(ROOT)}" in output
+
+
+def test_compose_demo_serves_two_simulated_accounts_from_a_mounted_file() -> None:
+    service = compose()["services"]["exporter"]
+    command = service["command"]
+    assert command[0] == "--demo"
+    assert in_repo(service, config_file_argument(command)) == DEMO_ACCOUNTS
+    assert all(volume.endswith(":ro") for volume in service["volumes"])
+    # Reloads go by SIGHUP (docker compose kill -s SIGHUP exporter): no POST /-/reload.
+    assert "--web.enable-lifecycle" not in command
+    # The exporter's own loader, given the command as the container runs it.
+    loaded = load([in_repo_argument(service, arg) for arg in command], {})
+    assert list(loaded.accounts) == account_names(DEMO_ACCOUNTS)
+    assert len(loaded.accounts) == 2
+    assert all(account.settings.demo for account in loaded.accounts.values())
+    # Each account may differ from the others: the demo shows one setting of its own.
+    intervals = {account.settings.poll_interval for account in loaded.accounts.values()}
+    assert len(intervals) == 2
+
+
+# The relabelling of the `evotic` job, the exporter's address aside.
+PROBE_RELABELING = [
+    {"source_labels": ["__address__"], "target_label": "__param_target"},
+    {"source_labels": ["__param_target"], "target_label": "account"},
+]
+
+
+def test_prometheus_probes_each_account_of_the_demo_at_the_one_exporter() -> None:
+    services = compose()["services"]
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    (address,) = jobs["evotic-exporter"]["static_configs"][0]["targets"]
+    probe = jobs["evotic"]
+    assert probe["metrics_path"] == "/probe"
+    assert "static_configs" not in probe
+    assert "params" not in probe  # the target parameter comes from each target
+    assert probe["relabel_configs"] == [
+        *PROBE_RELABELING,
+        {"target_label": "__address__", "replacement": address},
+    ]
+    # The targets file sits beside the config in the container as in the repository, and
+    # lists exactly the accounts of the file the demo's exporter is started with.
+    (sd_config,) = probe["file_sd_configs"]
+    (targets,) = sd_config["files"]
+    assert in_repo(services["prometheus"], str(probe_targets_file())) == DEMO_TARGETS
+    assert (PROMETHEUS_CONFIG.parent / targets).resolve() == DEMO_TARGETS
+    exporter_service = services["exporter"]
+    config = in_repo(exporter_service, config_file_argument(exporter_service["command"]))
+    assert sorted(file_sd_targets(DEMO_TARGETS)) == sorted(account_names(config))
+    assert len(set(file_sd_targets(DEMO_TARGETS))) == len(file_sd_targets(DEMO_TARGETS))
 
 
 def test_amtool_accepts_the_alertmanager_config() -> None:
@@ -498,15 +610,96 @@ def test_grafana_provisioning_matches_the_stack() -> None:
     )
 
 
-def test_live_override_swaps_demo_for_a_token_file() -> None:
+def test_live_override_swaps_demo_for_one_account_with_a_token_file(tmp_path: Path) -> None:
     live = load_yaml(COMPOSE_LIVE)
-    assert set(live["services"]) == {"exporter"}
-    exporter = live["services"]["exporter"]
-    assert exporter["command"] == []  # replaces ["--demo"], leaving the entrypoint alone
-    assert (DEPLOY / f"{exporter['env_file']}.example").exists()
-    (secret,) = exporter["secrets"]
-    assert exporter["environment"] == {"EVOTIC_API_TOKEN_FILE": f"/run/secrets/{secret}"}
+    assert set(live["services"]) == {"exporter", "prometheus"}
+    base = compose()["services"]
+    service = merged(base["exporter"], live["services"]["exporter"])
+    command = service["command"]
+    assert "--demo" not in command
+    assert in_repo(service, config_file_argument(command)) == LIVE_ACCOUNTS
+    assert (DEPLOY / f"{service['env_file']}.example").exists()
+    # The file names the token file; EVOTIC_API_TOKEN_FILE beside it would stop the start.
+    assert "environment" not in service
+    (secret,) = service["secrets"]
     assert live["secrets"][secret]["file"].startswith("${TOKEN_FILE:?")
+
+    # The exporter's own loader, given the command and exporter.env.example as the container
+    # has them, with /run/secrets/ standing for a folder here.
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / secret).write_text("live-token\n", encoding="utf-8")
+    config = tmp_path / LIVE_ACCOUNTS.name
+    config.write_text(LIVE_ACCOUNTS.read_text(encoding="utf-8").replace("/run/secrets/",
+                      f"{secrets}/"), encoding="utf-8")  # fmt: skip
+    settings = env_file_settings(DEPLOY / "exporter.env.example")
+    environ = {name: value for name, (value, active) in settings.items() if active}
+    loaded = load([f"--config.file={config}"], environ)
+    tokens = {name: account.settings.api_token_file for name, account in loaded.accounts.items()}
+    assert tokens == dict.fromkeys(account_names(LIVE_ACCOUNTS), secrets / secret)
+    # The account is the one an exporter without a configuration file serves, so the same
+    # /probe?target= works both ways.
+    assert list(loaded.accounts) == ["default"]
+    assert list(load(["--api.token-file", str(secrets / secret)], {}).accounts) == ["default"]
+
+    # Prometheus: the override's targets take the place of the demo's, with the same config.
+    prometheus_service = merged(base["prometheus"], live["services"]["prometheus"])
+    assert in_repo(prometheus_service, str(probe_targets_file())) == LIVE_TARGETS
+    assert sorted(file_sd_targets(LIVE_TARGETS)) == sorted(loaded.accounts)
+    assert len(prometheus_service["volumes"]) == len(base["prometheus"]["volumes"])
+
+
+@pytest.mark.e2e
+def test_compose_demo_as_its_prometheus_scrapes_it(tmp_path: Path) -> None:
+    """The exporter started with the compose file's command, scraped by a real Prometheus with
+    the scrape configurations of prometheus.yml, the exporter's address changed."""
+    services = compose()["services"]
+    exporter_service = services["exporter"]
+    args = [in_repo_argument(exporter_service, arg) for arg in exporter_service["command"]]
+    accounts = account_names(DEMO_ACCOUNTS)
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    jobs = {name: jobs[name] for name in ("evotic-exporter", "evotic")}  # the others' targets
+    (compose_address,) = jobs["evotic-exporter"]["static_configs"][0]["targets"]
+    with exporter(tmp_path, *args) as running:
+        address = running.url.removeprefix("http://")
+        dumped = yaml.safe_dump(list(jobs.values()))
+        scrape_configs = yaml.safe_load(dumped.replace(compose_address, address))
+        # The targets file where the config expects it, as the compose mounts place it.
+        folder = tmp_path / "prometheus"
+        (sd_config,) = jobs["evotic"]["file_sd_configs"]
+        (relative,) = sd_config["files"]
+        targets = folder / relative
+        targets.parent.mkdir(parents=True)
+        shutil.copyfile(in_repo(services["prometheus"], str(probe_targets_file())), targets)
+        with prometheus(folder, [], scrape_configs=scrape_configs) as prom:
+
+            def every_account_scraped() -> bool:
+                up = prom.query('up{job="evotic"} == 1')
+                exporter_up = prom.query('evotic_up{job="evotic-exporter"}')
+                return len(up) == len(accounts) and len(exporter_up) == len(accounts)
+
+            wait_until(every_account_scraped, timeout=60, interval=0.5,
+                       what=f"both jobs scraped; prometheus:\n{prom.output()}")  # fmt: skip
+
+            up = prom.query('up{job="evotic"}')
+            assert sorted(series["metric"]["account"] for series in up) == sorted(accounts)
+            assert {series["metric"]["instance"] for series in up} == {address}
+            health = prom.query('evotic_up{job="evotic-exporter"}')
+            assert sorted(series["metric"]["account"] for series in health) == sorted(accounts)
+            assert {series["value"][1] for series in health} == {"1"}
+            # The servers come from /probe alone: /metrics has none to store twice.
+            assert prom.query('evotic_server_info{job="evotic-exporter"}') == []
+
+            fleets = {}
+            for account in accounts:
+                stored = prom.query(f'evotic_server_info{{job="evotic", account="{account}"}}')
+                fleets[account] = {series["metric"]["uuid"] for series in stored}
+                served = parse(httpx.get(f"{running.url}/probe", params={"target": account},
+                                         timeout=10).text)  # fmt: skip
+                assert fleets[account] == set(values(served, "evotic_server_info", "uuid"))
+                assert fleets[account], account
+            # Each account is a fleet of its own.
+            assert len(set.union(*fleets.values())) == sum(map(len, fleets.values()))
 
 
 def env_file_settings(path: Path) -> dict[str, tuple[str, bool]]:
