@@ -781,6 +781,7 @@ def test_kustomization_renders_a_namespace_agnostic_base() -> None:
     assert data["images"] == [{"name": "evotic-exporter", "newTag": __version__}]
     objects = k8s_objects()
     assert sorted(obj["kind"] for obj in objects) == [
+        "ConfigMap",
         "Deployment",
         "PrometheusRule",
         "Service",
@@ -801,7 +802,7 @@ def test_kustomization_renders_a_namespace_agnostic_base() -> None:
 def test_builtin_kinds_validate_against_the_kubernetes_schema(version: str) -> None:
     documents = [obj for obj in k8s_objects() if obj["apiVersion"] in ("v1", "apps/v1")]
     documents.append(secret_example())
-    assert {d["kind"] for d in documents} == {"Deployment", "Service", "Secret"}
+    assert {d["kind"] for d in documents} == {"ConfigMap", "Deployment", "Service", "Secret"}
     for document in documents:
         kubernetes_validate.validate(document, version, strict=True)
 
@@ -842,25 +843,70 @@ def test_pod_meets_the_restricted_pod_security_standard() -> None:
     assert pod["automountServiceAccountToken"] is False
 
 
-def test_token_reaches_the_pod_as_a_file_only() -> None:
+def pod_volume(mount_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The container's volume mount at ``mount_path`` and the pod's volume it mounts."""
+    (mount,) = [m for m in container()["volumeMounts"] if m["mountPath"] == mount_path]
+    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+def k8s_config_file() -> tuple[PurePosixPath, str]:
+    """Where the exporter's configuration file is in the pod, and its text from the ConfigMap."""
+    path = PurePosixPath(config_file_argument(container()["args"]))
+    _mount, volume = pod_volume(str(path.parent))
+    config_map = k8s("ConfigMap")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert "items" not in volume["configMap"]  # each key is a file of its name
+    text: str = config_map["data"][path.name]
+    return path, text
+
+
+def k8s_accounts() -> list[str]:
+    return list(yaml.safe_load(k8s_config_file()[1])["accounts"])
+
+
+def test_tokens_reach_the_pod_as_files_only(tmp_path: Path) -> None:
     env = {var["name"]: var for var in container()["env"]}
     for var in env.values():
         assert "secretKeyRef" not in var.get("valueFrom", {}), var
     assert not [source for source in container().get("envFrom", []) if "secretRef" in source]
-    assert "EVOTIC_API_TOKEN" not in env
+    # The configuration file names each account's token file; neither variable may be set.
+    assert not {"EVOTIC_API_TOKEN", "EVOTIC_API_TOKEN_FILE"} & set(env)
 
-    token_path = Path(env["EVOTIC_API_TOKEN_FILE"]["value"])
-    (mount,) = [m for m in container()["volumeMounts"] if Path(m["mountPath"]) == token_path.parent]
-    assert mount["readOnly"] is True
-    assert "subPath" not in mount  # a subPath mount would never see an updated Secret
-    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == mount["name"]]
+    path, text = k8s_config_file()
+    config = yaml.safe_load(text)
+    token_files = {PurePosixPath(entry["token_file"]) for entry in config["accounts"].values()}
+    (tokens_dir,) = {token.parent for token in token_files}
+    mount, volume = pod_volume(str(tokens_dir))
     example = secret_example()
     assert volume["secret"]["secretName"] == example["metadata"]["name"]
-    assert volume["secret"]["items"] == [{"key": "token", "path": token_path.name}]
-    assert set(example["stringData"]) == {"token"}
+    # Every key is a file of its name: one per account, named as the account.
+    assert "items" not in volume["secret"]
+    assert {token.name for token in token_files} == set(example["stringData"])
+    assert set(example["stringData"]) == set(config["accounts"])
     # Readable by the pod's group (fsGroup) and nobody else.
     assert volume["secret"]["defaultMode"] == 0o440
     assert pod_spec()["securityContext"]["fsGroup"] == container()["securityContext"]["runAsGroup"]
+    # Neither mount may use subPath: it would never see an updated Secret or ConfigMap.
+    for mounted in (mount, pod_volume(str(path.parent))[0]):
+        assert mounted["readOnly"] is True
+        assert "subPath" not in mounted
+
+    # The exporter's own loader, given the container's args and env, with the pod's /etc/evotic
+    # standing for a folder here that holds the Secret's keys as the volume does.
+    pod = tmp_path / "pod"
+    (pod / tokens_dir.relative_to("/")).mkdir(parents=True)
+    for key in example["stringData"]:
+        (pod / tokens_dir.relative_to("/") / key).write_text(f"token-{key}\n", encoding="utf-8")
+    local = pod / path.relative_to("/")
+    local.parent.mkdir(parents=True)
+    local.write_text(text.replace(f"{tokens_dir}/", f"{pod / tokens_dir.relative_to('/')}/"),
+                     encoding="utf-8")  # fmt: skip
+    environ = {name: var["value"] for name, var in env.items()}
+    loaded = load([arg.replace(str(path), str(local)) for arg in container()["args"]], environ)
+    assert list(loaded.accounts) == list(config["accounts"])
+    for name, account in loaded.accounts.items():
+        assert account.settings.api_token_file == pod / tokens_dir.relative_to("/") / name
 
 
 def test_deployment_probes_resources_and_replicas() -> None:
@@ -901,22 +947,68 @@ def test_service_monitor_selects_the_service_port() -> None:
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
-    (endpoint,) = monitor["spec"]["endpoints"]
+    endpoint, *_probes = monitor["spec"]["endpoints"]
     assert endpoint["port"] == port["name"]
     assert endpoint["path"] == "/metrics"
-    assert set(endpoint) <= {
-        "port",
-        "path",
-        "interval",
-        "scrapeTimeout",
-        "scheme",
-        "tlsConfig",
-        "basicAuth",
-        "honorLabels",
-    }
+    for each in monitor["spec"]["endpoints"]:
+        assert set(each) <= ENDPOINT_FIELDS, each
     # The compose stack's job name, so rules and dashboards select the same job in both.
     scrape_jobs = [job["job_name"] for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]]
     assert service["metadata"]["name"] in scrape_jobs
+
+
+# Fields of a ServiceMonitor endpoint and of a RelabelConfig in the operator's CRD
+# (monitoring.coreos.com_servicemonitors.yaml), of those this base may use.
+ENDPOINT_FIELDS = {
+    "port",
+    "path",
+    "params",
+    "interval",
+    "scrapeTimeout",
+    "scheme",
+    "tlsConfig",
+    "basicAuth",
+    "honorLabels",
+    "relabelings",
+}
+RELABEL_FIELDS = {
+    "action",
+    "modulus",
+    "regex",
+    "replacement",
+    "separator",
+    "sourceLabels",
+    "targetLabel",
+}
+
+
+def test_service_monitor_probes_each_account_of_the_config_map() -> None:
+    first, *probes = k8s("ServiceMonitor")["spec"]["endpoints"]
+    assert [probe["params"] for probe in probes] == [{"target": [name]} for name in k8s_accounts()]
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    for probe in probes:
+        assert probe["port"] == first["port"]
+        assert probe["path"] == jobs["evotic"]["metrics_path"]
+        assert (probe["interval"], probe["scrapeTimeout"]) == (
+            first["interval"],
+            first["scrapeTimeout"],
+        )
+        # The CRD: params map a name to a list of strings; relabelings are RelabelConfigs.
+        assert all(isinstance(v, list) and all(isinstance(s, str) for s in v)
+                   for v in probe["params"].values())  # fmt: skip
+        for relabeling in probe["relabelings"]:
+            assert set(relabeling) <= RELABEL_FIELDS, relabeling
+            for label in relabeling.get("sourceLabels", []):
+                assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label), label
+        # The labels of the compose stack's `evotic` job: `account` from the target parameter,
+        # as prometheus.yml's relabel_configs set it, and the job's name, which the operator
+        # would otherwise take from the Service (its relabelings come after the operator's).
+        (account_rule,) = [rule for rule in jobs["evotic"]["relabel_configs"]
+                           if rule["target_label"] == "account"]  # fmt: skip
+        assert probe["relabelings"] == [
+            {"sourceLabels": account_rule["source_labels"], "targetLabel": "account"},
+            {"targetLabel": "job", "replacement": "evotic"},
+        ]
 
 
 def generator() -> Any:
