@@ -35,7 +35,7 @@ import yaml
 
 from exporter import __version__
 from exporter.cli import load
-from exporter.config import DEFAULT_PORT, OPTIONS, Settings, read_environment
+from exporter.config import DEFAULT_PORT, OPTIONS, Settings, SettingsError, read_environment
 
 from .processes import ROOT, exporter, free_port, simulator, wait_until
 from .prometheus_server import prometheus
@@ -58,6 +58,7 @@ K8S_BASE = K8S / "base"
 UNIT = DEPLOY / "systemd" / "evotic-exporter.service"
 UNIT_ENV = DEPLOY / "systemd" / "evotic-exporter.env"
 DROP_IN = DEPLOY / "systemd" / "evotic-exporter.service.d" / "web-config.conf"
+ACCOUNTS_DROP_IN = DROP_IN.parent / "accounts.conf"
 README = ROOT / "README.md"
 
 # An older release the manifests should still suit, and the newest kubernetes-validate knows.
@@ -1137,6 +1138,8 @@ def test_systemd_unit_is_hardened_and_reads_the_token_as_a_credential() -> None:
         "RestartPreventExitStatus": "2",
         "KillSignal": "SIGTERM",
         "TimeoutStopSec": "10",
+        # `systemctl reload` is the exporter's SIGHUP.
+        "ExecReload": "/bin/kill -HUP $MAINPID",
         "EnvironmentFile": "-/etc/default/evotic-exporter",
         "LoadCredential": "token:/etc/evotic-exporter/token",
     }
@@ -1165,11 +1168,12 @@ def test_systemd_analyze_verifies_the_unit_and_rates_it_safe(image: Image, tmp_p
         ),
         encoding="utf-8",
     )
-    # The drop-in beside it, where the unit search path finds it (a unit given by path alone
-    # is read without its drop-ins).
+    # The drop-ins beside it, where the unit search path finds them (a unit given by path
+    # alone is read without its drop-ins).
     drop_ins = tmp_path / DROP_IN.parent.name
     drop_ins.mkdir()
-    shutil.copy(DROP_IN, drop_ins)
+    for drop_in in (DROP_IN, ACCOUNTS_DROP_IN):
+        shutil.copy(drop_in, drop_ins)
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}  # the trailing ':' keeps the rest
     result = run(analyze, "verify", str(unit), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -1213,6 +1217,89 @@ def test_drop_in_loads_the_web_config_and_its_files_as_credentials() -> None:
     (heredoc,) = re.findall(r"<<EOF\n(.*?)\nEOF\n", readme_recipes()["systemd-tls"], re.S)
     tls = yaml.safe_load(heredoc.replace("$password_hash", "hash"))["tls_server_config"]
     assert {"web-config.yml", tls["cert_file"], tls["key_file"]} == set(credentials)
+
+
+def credentials_directory() -> PurePosixPath:
+    """The unit's credentials directory as a file other than the unit may name it."""
+    return PurePosixPath("/run/credentials") / UNIT.name
+
+
+def accounts_drop_in_example() -> dict[str, Any]:
+    """The configuration file that the accounts drop-in's comment shows."""
+    lines = ACCOUNTS_DROP_IN.read_text(encoding="utf-8").splitlines()
+    start = lines.index("#   accounts:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line.removeprefix("#   "))
+    example: dict[str, Any] = yaml.safe_load("\n".join(block))
+    return example
+
+
+def test_accounts_drop_in_loads_each_token_and_drops_the_single_one() -> None:
+    sections = unit_entries(ACCOUNTS_DROP_IN)
+    assert set(sections) == {"Service"}
+    assert set(sections["Service"]) == {"LoadCredential", "UnsetEnvironment"}
+    credentials = unit_credentials(ACCOUNTS_DROP_IN)
+    assert {PurePosixPath(source).parent for source in credentials.values()} == {secrets_folder()}
+    assert not set(credentials) & (set(unit_credentials()) | set(unit_credentials(DROP_IN)))
+    # What it unsets is what the unit sets: the variable that names the single token.
+    unit_environment = dict(e.split("=", 1) for e in unit_entries()["Service"]["Environment"])
+    (unset,) = sections["Service"]["UnsetEnvironment"]
+    assert unset in unit_environment
+    assert unset == next(o.variable for o in OPTIONS if o.field == "api_token_file")
+
+    # The example in its comment names exactly the credentials the unit and the drop-in load.
+    loaded = {**unit_credentials(), **credentials}
+    tokens = [PurePosixPath(entry["token_file"])
+              for entry in accounts_drop_in_example()["accounts"].values()]  # fmt: skip
+    assert {token.parent for token in tokens} == {credentials_directory()}
+    assert sorted(token.name for token in tokens) == sorted(loaded)
+
+
+def unit_environment(*drop_ins: Path, env_file: dict[str, str]) -> dict[str, str]:
+    """The exporter's environment as systemd builds it from the unit and ``drop_ins``:
+    ``Environment=``, then the environment file's variables over them, then
+    ``UnsetEnvironment=`` last; ``%d`` stays as it is."""
+    service = unit_entries(UNIT, *drop_ins)["Service"]
+    env = dict(assignment.split("=", 1) for assignment in service["Environment"])
+    env.update(env_file)
+    for names in service.get("UnsetEnvironment", []):
+        for name in names.split():
+            env.pop(name, None)
+    return env
+
+
+def test_env_file_line_and_accounts_drop_in_start_several_accounts(tmp_path: Path) -> None:
+    settings = env_file_settings(UNIT_ENV)
+    config_file, active = settings["EVOTIC_CONFIG_FILE"]
+    assert not active  # a commented example
+    active_settings = {name: value for name, (value, on) in settings.items() if on}
+
+    # The credentials directory and the configuration file, here instead of in /run and /etc.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in {**unit_credentials(), **unit_credentials(ACCOUNTS_DROP_IN)}:
+        (credentials / name).write_text(f"token-{name}\n", encoding="utf-8")
+    example = yaml.safe_dump(accounts_drop_in_example())
+    config = tmp_path / PurePosixPath(config_file).name
+    config.write_text(example.replace(f"{credentials_directory()}/", f"{credentials}/"),
+                      encoding="utf-8")  # fmt: skip
+    env_file = {**active_settings, "EVOTIC_CONFIG_FILE": str(config)}
+
+    def environ(*drop_ins: Path) -> dict[str, str]:
+        env = unit_environment(*drop_ins, env_file=env_file)
+        return {key: value.replace("%d", str(credentials)) for key, value in env.items()}
+
+    loaded = load([], environ(ACCOUNTS_DROP_IN))
+    assert list(loaded.accounts) == list(accounts_drop_in_example()["accounts"])
+    for account in loaded.accounts.values():
+        assert account.settings.api_token_file is not None
+        assert account.settings.api_token_file.parent == credentials
+    # Without the drop-in, the unit's single token clashes with the file.
+    with pytest.raises(SettingsError, match=r"cannot be used with --config\.file"):
+        load([], environ())
 
 
 def test_readme_recipes_create_every_file_the_unit_loads() -> None:
