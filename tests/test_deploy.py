@@ -34,9 +34,11 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.config import DEFAULT_PORT, OPTIONS, Settings, read_environment
+from exporter.cli import load
+from exporter.config import DEFAULT_PORT, OPTIONS, Settings, SettingsError, read_environment
 
-from .processes import ROOT, free_port, simulator, wait_until
+from .processes import ROOT, exporter, free_port, simulator, wait_until
+from .prometheus_server import prometheus
 from .scrape import one, parse, values
 from .test_webconfig import make_pki
 
@@ -44,7 +46,11 @@ DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"
 COMPOSE_LIVE = DEPLOY / "docker-compose.live.yml"
+DEMO_ACCOUNTS = DEPLOY / "exporter" / "accounts.demo.yml"
+LIVE_ACCOUNTS = DEPLOY / "exporter" / "accounts.live.yml"
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+DEMO_TARGETS = DEPLOY / "prometheus" / "targets" / "evotic.yml"
+LIVE_TARGETS = DEPLOY / "prometheus" / "targets.live" / "evotic.yml"
 RULES_DIR = DEPLOY / "prometheus" / "rules"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 K8S = DEPLOY / "kubernetes"
@@ -52,6 +58,7 @@ K8S_BASE = K8S / "base"
 UNIT = DEPLOY / "systemd" / "evotic-exporter.service"
 UNIT_ENV = DEPLOY / "systemd" / "evotic-exporter.env"
 DROP_IN = DEPLOY / "systemd" / "evotic-exporter.service.d" / "web-config.conf"
+ACCOUNTS_DROP_IN = DROP_IN.parent / "accounts.conf"
 README = ROOT / "README.md"
 
 # An older release the manifests should still suit, and the newest kubernetes-validate knows.
@@ -371,6 +378,62 @@ def service_mounts(service: dict[str, Any]) -> dict[str, str]:
     return mounts
 
 
+def in_repo(service: dict[str, Any], container_path: str) -> Path:
+    """The file of the repository that ``container_path`` is in a service's container."""
+    path = PurePosixPath(container_path)
+    mounts = sorted(service_mounts(service).items(), key=lambda mount: -len(mount[0]))
+    for target, source in mounts:
+        if source.startswith(".") and path.is_relative_to(target):
+            return (DEPLOY / source / path.relative_to(target)).resolve()
+    raise AssertionError(f"{container_path} is in none of the service's bind mounts")
+
+
+def in_repo_argument(service: dict[str, Any], argument: str) -> str:
+    """A command-line argument with the path inside the container taken to the repository."""
+    flag, equals, value = argument.partition("=")
+    return f"{flag}={in_repo(service, value)}" if equals and value.startswith("/") else argument
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A service as compose merges an override file's service into it, for the keys this
+    stack's override uses: ``volumes`` unique by their path in the container, any other key
+    replaced (for ``command`` that is compose's rule; the others are only in the override)."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if key == "volumes":
+            mounts = {volume.split(":")[1]: volume for volume in result.get("volumes", [])}
+            mounts.update({volume.split(":")[1]: volume for volume in value})
+            result["volumes"] = list(mounts.values())
+        else:
+            result[key] = value
+    return result
+
+
+def probe_targets_file() -> PurePosixPath:
+    """Where the ``evotic`` job's targets file is in the Prometheus container."""
+    prometheus_service = compose()["services"]["prometheus"]
+    config_dir = PurePosixPath(prometheus_service["command"][0].split("=", 1)[1]).parent
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    (sd_config,) = jobs["evotic"]["file_sd_configs"]
+    (targets,) = sd_config["files"]
+    return config_dir / targets
+
+
+def config_file_argument(command: list[str]) -> str:
+    (path,) = [arg.split("=", 1)[1] for arg in command if arg.startswith("--config.file=")]
+    return path
+
+
+def account_names(path: Path) -> list[str]:
+    """The accounts of a configuration file of the exporter, in the order it lists them."""
+    return list(load_yaml(path)["accounts"])
+
+
+def file_sd_targets(path: Path) -> list[str]:
+    """The targets of a Prometheus file_sd file."""
+    return [target for group in load_yaml(path) for target in group["targets"]]
+
+
 def published(service: dict[str, Any]) -> dict[int, str]:
     """``{container port: bind address}``."""
     ports = {}
@@ -392,7 +455,6 @@ def test_compose_stack_has_the_four_services_pinned() -> None:
     exporter = services["exporter"]
     assert (DEPLOY / exporter["build"]["context"]).resolve() == ROOT
     assert (ROOT / exporter["build"]["dockerfile"]).resolve() == DOCKERFILE
-    assert exporter["command"] == ["--demo"]
     assert exporter["read_only"] is True
     for name, service in services.items():
         repository, _, tag = service["image"].rpartition(":")
@@ -458,8 +520,59 @@ def test_promtool_accepts_the_config_and_every_rule_file() -> None:
     result = run(tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
+    # promtool only warns about a missing file_sd file, and checks one that exists.
+    assert "WARNING" not in output, output
     for path in RULES_DIR.glob("*.rules.yml"):
         assert f"Checking {path}" in output or f"Checking {path.relative_to(ROOT)}" in output
+
+
+def test_compose_demo_serves_two_simulated_accounts_from_a_mounted_file() -> None:
+    service = compose()["services"]["exporter"]
+    command = service["command"]
+    assert command[0] == "--demo"
+    assert in_repo(service, config_file_argument(command)) == DEMO_ACCOUNTS
+    assert all(volume.endswith(":ro") for volume in service["volumes"])
+    # Reloads go by SIGHUP (docker compose kill -s SIGHUP exporter): no POST /-/reload.
+    assert "--web.enable-lifecycle" not in command
+    # The exporter's own loader, given the command as the container runs it.
+    loaded = load([in_repo_argument(service, arg) for arg in command], {})
+    assert list(loaded.accounts) == account_names(DEMO_ACCOUNTS)
+    assert len(loaded.accounts) == 2
+    assert all(account.settings.demo for account in loaded.accounts.values())
+    # Each account may differ from the others: the demo shows one setting of its own.
+    intervals = {account.settings.poll_interval for account in loaded.accounts.values()}
+    assert len(intervals) == 2
+
+
+# The relabelling of the `evotic` job, the exporter's address aside.
+PROBE_RELABELING = [
+    {"source_labels": ["__address__"], "target_label": "__param_target"},
+    {"source_labels": ["__param_target"], "target_label": "account"},
+]
+
+
+def test_prometheus_probes_each_account_of_the_demo_at_the_one_exporter() -> None:
+    services = compose()["services"]
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    (address,) = jobs["evotic-exporter"]["static_configs"][0]["targets"]
+    probe = jobs["evotic"]
+    assert probe["metrics_path"] == "/probe"
+    assert "static_configs" not in probe
+    assert "params" not in probe  # the target parameter comes from each target
+    assert probe["relabel_configs"] == [
+        *PROBE_RELABELING,
+        {"target_label": "__address__", "replacement": address},
+    ]
+    # The targets file sits beside the config in the container as in the repository, and
+    # lists exactly the accounts of the file the demo's exporter is started with.
+    (sd_config,) = probe["file_sd_configs"]
+    (targets,) = sd_config["files"]
+    assert in_repo(services["prometheus"], str(probe_targets_file())) == DEMO_TARGETS
+    assert (PROMETHEUS_CONFIG.parent / targets).resolve() == DEMO_TARGETS
+    exporter_service = services["exporter"]
+    config = in_repo(exporter_service, config_file_argument(exporter_service["command"]))
+    assert sorted(file_sd_targets(DEMO_TARGETS)) == sorted(account_names(config))
+    assert len(set(file_sd_targets(DEMO_TARGETS))) == len(file_sd_targets(DEMO_TARGETS))
 
 
 def test_amtool_accepts_the_alertmanager_config() -> None:
@@ -498,15 +611,96 @@ def test_grafana_provisioning_matches_the_stack() -> None:
     )
 
 
-def test_live_override_swaps_demo_for_a_token_file() -> None:
+def test_live_override_swaps_demo_for_one_account_with_a_token_file(tmp_path: Path) -> None:
     live = load_yaml(COMPOSE_LIVE)
-    assert set(live["services"]) == {"exporter"}
-    exporter = live["services"]["exporter"]
-    assert exporter["command"] == []  # replaces ["--demo"], leaving the entrypoint alone
-    assert (DEPLOY / f"{exporter['env_file']}.example").exists()
-    (secret,) = exporter["secrets"]
-    assert exporter["environment"] == {"EVOTIC_API_TOKEN_FILE": f"/run/secrets/{secret}"}
+    assert set(live["services"]) == {"exporter", "prometheus"}
+    base = compose()["services"]
+    service = merged(base["exporter"], live["services"]["exporter"])
+    command = service["command"]
+    assert "--demo" not in command
+    assert in_repo(service, config_file_argument(command)) == LIVE_ACCOUNTS
+    assert (DEPLOY / f"{service['env_file']}.example").exists()
+    # The file names the token file; EVOTIC_API_TOKEN_FILE beside it would stop the start.
+    assert "environment" not in service
+    (secret,) = service["secrets"]
     assert live["secrets"][secret]["file"].startswith("${TOKEN_FILE:?")
+
+    # The exporter's own loader, given the command and exporter.env.example as the container
+    # has them, with /run/secrets/ standing for a folder here.
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / secret).write_text("live-token\n", encoding="utf-8")
+    config = tmp_path / LIVE_ACCOUNTS.name
+    config.write_text(LIVE_ACCOUNTS.read_text(encoding="utf-8").replace("/run/secrets/",
+                      f"{secrets}/"), encoding="utf-8")  # fmt: skip
+    settings = env_file_settings(DEPLOY / "exporter.env.example")
+    environ = {name: value for name, (value, active) in settings.items() if active}
+    loaded = load([f"--config.file={config}"], environ)
+    tokens = {name: account.settings.api_token_file for name, account in loaded.accounts.items()}
+    assert tokens == dict.fromkeys(account_names(LIVE_ACCOUNTS), secrets / secret)
+    # The account is the one an exporter without a configuration file serves, so the same
+    # /probe?target= works both ways.
+    assert list(loaded.accounts) == ["default"]
+    assert list(load(["--api.token-file", str(secrets / secret)], {}).accounts) == ["default"]
+
+    # Prometheus: the override's targets take the place of the demo's, with the same config.
+    prometheus_service = merged(base["prometheus"], live["services"]["prometheus"])
+    assert in_repo(prometheus_service, str(probe_targets_file())) == LIVE_TARGETS
+    assert sorted(file_sd_targets(LIVE_TARGETS)) == sorted(loaded.accounts)
+    assert len(prometheus_service["volumes"]) == len(base["prometheus"]["volumes"])
+
+
+@pytest.mark.e2e
+def test_compose_demo_as_its_prometheus_scrapes_it(tmp_path: Path) -> None:
+    """The exporter started with the compose file's command, scraped by a real Prometheus with
+    the scrape configurations of prometheus.yml, the exporter's address changed."""
+    services = compose()["services"]
+    exporter_service = services["exporter"]
+    args = [in_repo_argument(exporter_service, arg) for arg in exporter_service["command"]]
+    accounts = account_names(DEMO_ACCOUNTS)
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    jobs = {name: jobs[name] for name in ("evotic-exporter", "evotic")}  # the others' targets
+    (compose_address,) = jobs["evotic-exporter"]["static_configs"][0]["targets"]
+    with exporter(tmp_path, *args) as running:
+        address = running.url.removeprefix("http://")
+        dumped = yaml.safe_dump(list(jobs.values()))
+        scrape_configs = yaml.safe_load(dumped.replace(compose_address, address))
+        # The targets file where the config expects it, as the compose mounts place it.
+        folder = tmp_path / "prometheus"
+        (sd_config,) = jobs["evotic"]["file_sd_configs"]
+        (relative,) = sd_config["files"]
+        targets = folder / relative
+        targets.parent.mkdir(parents=True)
+        shutil.copyfile(in_repo(services["prometheus"], str(probe_targets_file())), targets)
+        with prometheus(folder, [], scrape_configs=scrape_configs) as prom:
+
+            def every_account_scraped() -> bool:
+                up = prom.query('up{job="evotic"} == 1')
+                exporter_up = prom.query('evotic_up{job="evotic-exporter"}')
+                return len(up) == len(accounts) and len(exporter_up) == len(accounts)
+
+            wait_until(every_account_scraped, timeout=60, interval=0.5,
+                       what=f"both jobs scraped; prometheus:\n{prom.output()}")  # fmt: skip
+
+            up = prom.query('up{job="evotic"}')
+            assert sorted(series["metric"]["account"] for series in up) == sorted(accounts)
+            assert {series["metric"]["instance"] for series in up} == {address}
+            health = prom.query('evotic_up{job="evotic-exporter"}')
+            assert sorted(series["metric"]["account"] for series in health) == sorted(accounts)
+            assert {series["value"][1] for series in health} == {"1"}
+            # The servers come from /probe alone: /metrics has none to store twice.
+            assert prom.query('evotic_server_info{job="evotic-exporter"}') == []
+
+            fleets = {}
+            for account in accounts:
+                stored = prom.query(f'evotic_server_info{{job="evotic", account="{account}"}}')
+                fleets[account] = {series["metric"]["uuid"] for series in stored}
+                served = parse(httpx.get(f"{running.url}/probe", params={"target": account},
+                                         timeout=10).text)  # fmt: skip
+                assert fleets[account] == set(values(served, "evotic_server_info", "uuid"))
+                assert fleets[account], account
+            # Each account is a fleet of its own.
+            assert len(set.union(*fleets.values())) == sum(map(len, fleets.values()))
 
 
 def env_file_settings(path: Path) -> dict[str, tuple[str, bool]]:
@@ -588,6 +782,7 @@ def test_kustomization_renders_a_namespace_agnostic_base() -> None:
     assert data["images"] == [{"name": "evotic-exporter", "newTag": __version__}]
     objects = k8s_objects()
     assert sorted(obj["kind"] for obj in objects) == [
+        "ConfigMap",
         "Deployment",
         "PrometheusRule",
         "Service",
@@ -608,7 +803,7 @@ def test_kustomization_renders_a_namespace_agnostic_base() -> None:
 def test_builtin_kinds_validate_against_the_kubernetes_schema(version: str) -> None:
     documents = [obj for obj in k8s_objects() if obj["apiVersion"] in ("v1", "apps/v1")]
     documents.append(secret_example())
-    assert {d["kind"] for d in documents} == {"Deployment", "Service", "Secret"}
+    assert {d["kind"] for d in documents} == {"ConfigMap", "Deployment", "Service", "Secret"}
     for document in documents:
         kubernetes_validate.validate(document, version, strict=True)
 
@@ -649,25 +844,70 @@ def test_pod_meets_the_restricted_pod_security_standard() -> None:
     assert pod["automountServiceAccountToken"] is False
 
 
-def test_token_reaches_the_pod_as_a_file_only() -> None:
+def pod_volume(mount_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The container's volume mount at ``mount_path`` and the pod's volume it mounts."""
+    (mount,) = [m for m in container()["volumeMounts"] if m["mountPath"] == mount_path]
+    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+def k8s_config_file() -> tuple[PurePosixPath, str]:
+    """Where the exporter's configuration file is in the pod, and its text from the ConfigMap."""
+    path = PurePosixPath(config_file_argument(container()["args"]))
+    _mount, volume = pod_volume(str(path.parent))
+    config_map = k8s("ConfigMap")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert "items" not in volume["configMap"]  # each key is a file of its name
+    text: str = config_map["data"][path.name]
+    return path, text
+
+
+def k8s_accounts() -> list[str]:
+    return list(yaml.safe_load(k8s_config_file()[1])["accounts"])
+
+
+def test_tokens_reach_the_pod_as_files_only(tmp_path: Path) -> None:
     env = {var["name"]: var for var in container()["env"]}
     for var in env.values():
         assert "secretKeyRef" not in var.get("valueFrom", {}), var
     assert not [source for source in container().get("envFrom", []) if "secretRef" in source]
-    assert "EVOTIC_API_TOKEN" not in env
+    # The configuration file names each account's token file; neither variable may be set.
+    assert not {"EVOTIC_API_TOKEN", "EVOTIC_API_TOKEN_FILE"} & set(env)
 
-    token_path = Path(env["EVOTIC_API_TOKEN_FILE"]["value"])
-    (mount,) = [m for m in container()["volumeMounts"] if Path(m["mountPath"]) == token_path.parent]
-    assert mount["readOnly"] is True
-    assert "subPath" not in mount  # a subPath mount would never see an updated Secret
-    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == mount["name"]]
+    path, text = k8s_config_file()
+    config = yaml.safe_load(text)
+    token_files = {PurePosixPath(entry["token_file"]) for entry in config["accounts"].values()}
+    (tokens_dir,) = {token.parent for token in token_files}
+    mount, volume = pod_volume(str(tokens_dir))
     example = secret_example()
     assert volume["secret"]["secretName"] == example["metadata"]["name"]
-    assert volume["secret"]["items"] == [{"key": "token", "path": token_path.name}]
-    assert set(example["stringData"]) == {"token"}
+    # Every key is a file of its name: one per account, named as the account.
+    assert "items" not in volume["secret"]
+    assert {token.name for token in token_files} == set(example["stringData"])
+    assert set(example["stringData"]) == set(config["accounts"])
     # Readable by the pod's group (fsGroup) and nobody else.
     assert volume["secret"]["defaultMode"] == 0o440
     assert pod_spec()["securityContext"]["fsGroup"] == container()["securityContext"]["runAsGroup"]
+    # Neither mount may use subPath: it would never see an updated Secret or ConfigMap.
+    for mounted in (mount, pod_volume(str(path.parent))[0]):
+        assert mounted["readOnly"] is True
+        assert "subPath" not in mounted
+
+    # The exporter's own loader, given the container's args and env, with the pod's /etc/evotic
+    # standing for a folder here that holds the Secret's keys as the volume does.
+    pod = tmp_path / "pod"
+    (pod / tokens_dir.relative_to("/")).mkdir(parents=True)
+    for key in example["stringData"]:
+        (pod / tokens_dir.relative_to("/") / key).write_text(f"token-{key}\n", encoding="utf-8")
+    local = pod / path.relative_to("/")
+    local.parent.mkdir(parents=True)
+    local.write_text(text.replace(f"{tokens_dir}/", f"{pod / tokens_dir.relative_to('/')}/"),
+                     encoding="utf-8")  # fmt: skip
+    environ = {name: var["value"] for name, var in env.items()}
+    loaded = load([arg.replace(str(path), str(local)) for arg in container()["args"]], environ)
+    assert list(loaded.accounts) == list(config["accounts"])
+    for name, account in loaded.accounts.items():
+        assert account.settings.api_token_file == pod / tokens_dir.relative_to("/") / name
 
 
 def test_deployment_probes_resources_and_replicas() -> None:
@@ -708,22 +948,68 @@ def test_service_monitor_selects_the_service_port() -> None:
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
-    (endpoint,) = monitor["spec"]["endpoints"]
+    endpoint, *_probes = monitor["spec"]["endpoints"]
     assert endpoint["port"] == port["name"]
     assert endpoint["path"] == "/metrics"
-    assert set(endpoint) <= {
-        "port",
-        "path",
-        "interval",
-        "scrapeTimeout",
-        "scheme",
-        "tlsConfig",
-        "basicAuth",
-        "honorLabels",
-    }
+    for each in monitor["spec"]["endpoints"]:
+        assert set(each) <= ENDPOINT_FIELDS, each
     # The compose stack's job name, so rules and dashboards select the same job in both.
     scrape_jobs = [job["job_name"] for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]]
     assert service["metadata"]["name"] in scrape_jobs
+
+
+# Fields of a ServiceMonitor endpoint and of a RelabelConfig in the operator's CRD
+# (monitoring.coreos.com_servicemonitors.yaml), of those this base may use.
+ENDPOINT_FIELDS = {
+    "port",
+    "path",
+    "params",
+    "interval",
+    "scrapeTimeout",
+    "scheme",
+    "tlsConfig",
+    "basicAuth",
+    "honorLabels",
+    "relabelings",
+}
+RELABEL_FIELDS = {
+    "action",
+    "modulus",
+    "regex",
+    "replacement",
+    "separator",
+    "sourceLabels",
+    "targetLabel",
+}
+
+
+def test_service_monitor_probes_each_account_of_the_config_map() -> None:
+    first, *probes = k8s("ServiceMonitor")["spec"]["endpoints"]
+    assert [probe["params"] for probe in probes] == [{"target": [name]} for name in k8s_accounts()]
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    for probe in probes:
+        assert probe["port"] == first["port"]
+        assert probe["path"] == jobs["evotic"]["metrics_path"]
+        assert (probe["interval"], probe["scrapeTimeout"]) == (
+            first["interval"],
+            first["scrapeTimeout"],
+        )
+        # The CRD: params map a name to a list of strings; relabelings are RelabelConfigs.
+        assert all(isinstance(v, list) and all(isinstance(s, str) for s in v)
+                   for v in probe["params"].values())  # fmt: skip
+        for relabeling in probe["relabelings"]:
+            assert set(relabeling) <= RELABEL_FIELDS, relabeling
+            for label in relabeling.get("sourceLabels", []):
+                assert re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label), label
+        # The labels of the compose stack's `evotic` job: `account` from the target parameter,
+        # as prometheus.yml's relabel_configs set it, and the job's name, which the operator
+        # would otherwise take from the Service (its relabelings come after the operator's).
+        (account_rule,) = [rule for rule in jobs["evotic"]["relabel_configs"]
+                           if rule["target_label"] == "account"]  # fmt: skip
+        assert probe["relabelings"] == [
+            {"sourceLabels": account_rule["source_labels"], "targetLabel": "account"},
+            {"targetLabel": "job", "replacement": "evotic"},
+        ]
 
 
 def generator() -> Any:
@@ -852,6 +1138,8 @@ def test_systemd_unit_is_hardened_and_reads_the_token_as_a_credential() -> None:
         "RestartPreventExitStatus": "2",
         "KillSignal": "SIGTERM",
         "TimeoutStopSec": "10",
+        # `systemctl reload` is the exporter's SIGHUP.
+        "ExecReload": "/bin/kill -HUP $MAINPID",
         "EnvironmentFile": "-/etc/default/evotic-exporter",
         "LoadCredential": "token:/etc/evotic-exporter/token",
     }
@@ -880,11 +1168,12 @@ def test_systemd_analyze_verifies_the_unit_and_rates_it_safe(image: Image, tmp_p
         ),
         encoding="utf-8",
     )
-    # The drop-in beside it, where the unit search path finds it (a unit given by path alone
-    # is read without its drop-ins).
+    # The drop-ins beside it, where the unit search path finds them (a unit given by path
+    # alone is read without its drop-ins).
     drop_ins = tmp_path / DROP_IN.parent.name
     drop_ins.mkdir()
-    shutil.copy(DROP_IN, drop_ins)
+    for drop_in in (DROP_IN, ACCOUNTS_DROP_IN):
+        shutil.copy(drop_in, drop_ins)
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}  # the trailing ':' keeps the rest
     result = run(analyze, "verify", str(unit), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -928,6 +1217,89 @@ def test_drop_in_loads_the_web_config_and_its_files_as_credentials() -> None:
     (heredoc,) = re.findall(r"<<EOF\n(.*?)\nEOF\n", readme_recipes()["systemd-tls"], re.S)
     tls = yaml.safe_load(heredoc.replace("$password_hash", "hash"))["tls_server_config"]
     assert {"web-config.yml", tls["cert_file"], tls["key_file"]} == set(credentials)
+
+
+def credentials_directory() -> PurePosixPath:
+    """The unit's credentials directory as a file other than the unit may name it."""
+    return PurePosixPath("/run/credentials") / UNIT.name
+
+
+def accounts_drop_in_example() -> dict[str, Any]:
+    """The configuration file that the accounts drop-in's comment shows."""
+    lines = ACCOUNTS_DROP_IN.read_text(encoding="utf-8").splitlines()
+    start = lines.index("#   accounts:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line.removeprefix("#   "))
+    example: dict[str, Any] = yaml.safe_load("\n".join(block))
+    return example
+
+
+def test_accounts_drop_in_loads_each_token_and_drops_the_single_one() -> None:
+    sections = unit_entries(ACCOUNTS_DROP_IN)
+    assert set(sections) == {"Service"}
+    assert set(sections["Service"]) == {"LoadCredential", "UnsetEnvironment"}
+    credentials = unit_credentials(ACCOUNTS_DROP_IN)
+    assert {PurePosixPath(source).parent for source in credentials.values()} == {secrets_folder()}
+    assert not set(credentials) & (set(unit_credentials()) | set(unit_credentials(DROP_IN)))
+    # What it unsets is what the unit sets: the variable that names the single token.
+    unit_environment = dict(e.split("=", 1) for e in unit_entries()["Service"]["Environment"])
+    (unset,) = sections["Service"]["UnsetEnvironment"]
+    assert unset in unit_environment
+    assert unset == next(o.variable for o in OPTIONS if o.field == "api_token_file")
+
+    # The example in its comment names exactly the credentials the unit and the drop-in load.
+    loaded = {**unit_credentials(), **credentials}
+    tokens = [PurePosixPath(entry["token_file"])
+              for entry in accounts_drop_in_example()["accounts"].values()]  # fmt: skip
+    assert {token.parent for token in tokens} == {credentials_directory()}
+    assert sorted(token.name for token in tokens) == sorted(loaded)
+
+
+def unit_environment(*drop_ins: Path, env_file: dict[str, str]) -> dict[str, str]:
+    """The exporter's environment as systemd builds it from the unit and ``drop_ins``:
+    ``Environment=``, then the environment file's variables over them, then
+    ``UnsetEnvironment=`` last; ``%d`` stays as it is."""
+    service = unit_entries(UNIT, *drop_ins)["Service"]
+    env = dict(assignment.split("=", 1) for assignment in service["Environment"])
+    env.update(env_file)
+    for names in service.get("UnsetEnvironment", []):
+        for name in names.split():
+            env.pop(name, None)
+    return env
+
+
+def test_env_file_line_and_accounts_drop_in_start_several_accounts(tmp_path: Path) -> None:
+    settings = env_file_settings(UNIT_ENV)
+    config_file, active = settings["EVOTIC_CONFIG_FILE"]
+    assert not active  # a commented example
+    active_settings = {name: value for name, (value, on) in settings.items() if on}
+
+    # The credentials directory and the configuration file, here instead of in /run and /etc.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in {**unit_credentials(), **unit_credentials(ACCOUNTS_DROP_IN)}:
+        (credentials / name).write_text(f"token-{name}\n", encoding="utf-8")
+    example = yaml.safe_dump(accounts_drop_in_example())
+    config = tmp_path / PurePosixPath(config_file).name
+    config.write_text(example.replace(f"{credentials_directory()}/", f"{credentials}/"),
+                      encoding="utf-8")  # fmt: skip
+    env_file = {**active_settings, "EVOTIC_CONFIG_FILE": str(config)}
+
+    def environ(*drop_ins: Path) -> dict[str, str]:
+        env = unit_environment(*drop_ins, env_file=env_file)
+        return {key: value.replace("%d", str(credentials)) for key, value in env.items()}
+
+    loaded = load([], environ(ACCOUNTS_DROP_IN))
+    assert list(loaded.accounts) == list(accounts_drop_in_example()["accounts"])
+    for account in loaded.accounts.values():
+        assert account.settings.api_token_file is not None
+        assert account.settings.api_token_file.parent == credentials
+    # Without the drop-in, the unit's single token clashes with the file.
+    with pytest.raises(SettingsError, match=r"cannot be used with --config\.file"):
+        load([], environ())
 
 
 def test_readme_recipes_create_every_file_the_unit_loads() -> None:
