@@ -786,3 +786,97 @@ def test_traffic_limit_alert_covers_exactly_the_exceeded_servers(stack: Stack) -
         patch = {"traffic": {"incoming": {"limit_bytes": limit}}}
         httpx.patch(change, json=patch).raise_for_status()
     until(lambda: agree() and key not in seen["alerts"], f"the alert for {key} to end")
+
+
+# --------------------------------------------------------------------------- two accounts
+
+MULTI_TOKENS = {"prod": "dashboards-prod-token", "staging": "dashboards-staging-token"}
+
+
+@dataclass
+class MultiStack:
+    """Two simulated accounts in one exporter, scraped as README "Several accounts" says."""
+
+    simulators: dict[str, Process]
+    exporter: Process
+    prometheus: Prometheus
+    target: str
+
+
+@pytest.fixture(scope="module")
+def multi_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiStack]:
+    tmp_path = tmp_path_factory.mktemp("dashboards-multi")
+    with ExitStack() as stack:
+        sims: dict[str, Process] = {}
+        accounts = {}
+        for seed, (name, token) in enumerate(MULTI_TOKENS.items(), start=31):
+            sims[name] = stack.enter_context(simulator(tmp_path, "--seed", str(seed),
+                                                       token=token))  # fmt: skip
+            token_file = tmp_path / f"{name}.token"
+            token_file.write_text(token)
+            token_file.chmod(0o600)
+            accounts[name] = {"token_file": str(token_file), "poll_interval": 1,
+                              "api_url": f"{sims[name].url}/api/v1"}  # fmt: skip
+        config = tmp_path / "accounts.yml"
+        config.write_text(yaml.safe_dump({"accounts": accounts}))
+        exp = stack.enter_context(exporter(tmp_path, "--config.file", str(config),
+                                           "--traffic.quota-bytes", QUOTA))  # fmt: skip
+        target = exp.url.removeprefix("http://")
+        jobs = [
+            {"job_name": JOB, "static_configs": [{"targets": [target]}]},
+            {"job_name": "evotic", "metrics_path": "/probe",
+             "static_configs": [{"targets": list(MULTI_TOKENS)}],
+             "relabel_configs": [
+                 {"source_labels": ["__address__"], "target_label": "__param_target"},
+                 {"source_labels": ["__param_target"], "target_label": "account"},
+                 {"target_label": "__address__", "replacement": target}]},
+        ]  # fmt: skip
+        prom = stack.enter_context(prometheus(tmp_path, [], RULES, scrape_configs=jobs))
+        wait_until(
+            lambda: len(prom.query(f"rate(evotic_server_traffic_bytes_total[{RANGE}])")) > 0
+            and len(prom.query("evotic:server_traffic_bytes:forecast_period_end")) > 0
+            and {r["metric"].get("account") for r in prom.query(
+                f'rate(evotic_api_requests_total{{job="evotic"}}[{RANGE}])')} == set(MULTI_TOKENS),
+            timeout=60, interval=0.5, what=f"data in prometheus:\n{prom.output()}",
+        )  # fmt: skip
+        yield MultiStack(sims, exp, prom, target)
+
+
+@pytest.mark.e2e
+def test_the_account_selector_lists_both_accounts_and_every_panel_has_data_for_one(
+    multi_stack: MultiStack,
+) -> None:
+    prom = multi_stack.prometheus
+    for dashboard in DASHBOARD_FILES.values():
+        [account] = [v for v in dashboard["templating"]["list"] if v["name"] == "account"]
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", _query(account))
+        assert match, _query(account)
+        selector = substitute(match.group(1), {"job": ".+", "instance": ".+"})
+        assert {s.get("account") for s in prom.series_labels(selector)} >= set(MULTI_TOKENS)
+    state = httpx.get(f"{multi_stack.simulators['prod'].url}/_simulator/state").json()
+    problems = []
+    for name, panel, target in ALL_TARGETS:
+        values = {
+            "account": "prod",
+            "job": ALL["job"],
+            "instance": _regex_escape(multi_stack.target),
+            "hostname": _hostname(state).replace("\\", "\\\\").replace('"', '\\"'),
+            "__rate_interval": RANGE,
+        }
+        expr = substitute(target["expr"], values)
+        where = f"{name} / {panel['title']} / {target['refId']}: {expr}"
+        try:
+            if target["instant"]:
+                result = prom.query(expr)
+            else:
+                result = prom.query_range(expr, seconds=30, step=2)
+        except QueryError as error:
+            problems.append(f"{where}\n    error: {error}")
+            continue
+        if not result:
+            problems.append(f"{where}\n    no data")
+            continue
+        accounts = {series["metric"].get("account") for series in result} - {None}
+        if accounts - {"prod"}:
+            problems.append(f"{where}\n    other accounts: {accounts}")
+    assert not problems, "\n".join(problems)
