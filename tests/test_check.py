@@ -424,7 +424,8 @@ def test_check_takes_its_own_flags_and_the_exporters(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "check [--output json]" in help_text
+    for command in ("check [--output json]", "dashboards --output DIR", "rules --output DIR"):
+        assert command in help_text
 
 
 def test_the_readme_shows_the_table_as_the_demo_prints_it(

@@ -314,6 +314,22 @@ def test_image_installs_the_whole_package(image: Image) -> None:
 
 
 @pytest.mark.e2e
+def test_image_writes_the_dashboards_and_rules_it_ships(image: Image) -> None:
+    site = next(image.venv.glob("lib/python3.*/site-packages"))
+    for command, source, pattern in (("dashboards", ROOT / "grafana" / "dashboards", "*.json"),
+                                     ("rules", RULES_DIR, "*.rules.yml")):  # fmt: skip
+        expected = {path.name: path.read_bytes() for path in sorted(source.glob(pattern))}
+        assert expected, source
+        shipped = site / "exporter" / "assets" / command
+        assert {path.name: path.read_bytes() for path in shipped.iterdir()} == expected
+        output = image.workdir / "out" / command
+        result = run(*image.entrypoint(), command, "--output", str(output), cwd=image.workdir,
+                     env=image.env())  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert {path.name: path.read_bytes() for path in output.iterdir()} == expected
+
+
+@pytest.mark.e2e
 def test_image_checks_an_account(image: Image) -> None:
     result = run(*image.entrypoint(), "check", "--demo", cwd=image.workdir, env=image.env())
     assert result.returncode == 0, result.stdout + result.stderr
