@@ -428,6 +428,18 @@ def test_check_takes_its_own_flags_and_the_exporters(capsys: pytest.CaptureFixtu
         assert command in help_text
 
 
+@pytest.mark.parametrize("argv", [["checks"], ["--demo", "check"], ["rule"]])
+def test_a_command_is_only_ever_the_first_word_exactly(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Anything else is the exporter's command line, parsed as it always was.
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{PROG}: unrecognized arguments: {argv[-1]}")
+
+
 def test_the_readme_shows_the_table_as_the_demo_prints_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
