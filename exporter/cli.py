@@ -68,7 +68,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Prometheus exporter for servers hosted at Evotic.",
-                     argument_default=argparse.SUPPRESS)  # fmt: skip
+                     argument_default=argparse.SUPPRESS,
+                     epilog=f"Commands: {PROG} check [--output json] [settings]: one listing call "
+                     "per account, and what it says; dashboards --output DIR, rules --output DIR "
+                     "[--force]: write the Grafana dashboards or Prometheus rules that ship with "
+                     "the exporter. Each takes --help.")  # fmt: skip
     for option in OPTIONS:
         env = ", also ".join((option.variable, *option.aliases))
         default = default_text(option)
@@ -152,7 +156,17 @@ def tune_allocator() -> None:
     mallopt(_M_ARENA_MAX, 2)
 
 
+# The first word of the command line that runs a command instead of the exporter.
+COMMANDS = ("check", "dashboards", "rules")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in COMMANDS:
+        # Imported here: both build on this module's load() and parser.
+        from exporter import bundled, check
+
+        return check.main(words[1:]) if words[0] == "check" else bundled.main(words[0], words[1:])
     tune_allocator()
     try:
         loaded = load(argv)

@@ -321,6 +321,29 @@ def test_image_installs_the_whole_package(image: Image) -> None:
 
 
 @pytest.mark.e2e
+def test_image_writes_the_dashboards_and_rules_it_ships(image: Image) -> None:
+    site = next(image.venv.glob("lib/python3.*/site-packages"))
+    for command, source, pattern in (("dashboards", ROOT / "grafana" / "dashboards", "*.json"),
+                                     ("rules", RULES_DIR, "*.rules.yml")):  # fmt: skip
+        expected = {path.name: path.read_bytes() for path in sorted(source.glob(pattern))}
+        assert expected, source
+        shipped = site / "exporter" / "assets" / command
+        assert {path.name: path.read_bytes() for path in shipped.iterdir()} == expected
+        output = image.workdir / "out" / command
+        result = run(*image.entrypoint(), command, "--output", str(output), cwd=image.workdir,
+                     env=image.env())  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert {path.name: path.read_bytes() for path in output.iterdir()} == expected
+
+
+@pytest.mark.e2e
+def test_image_checks_an_account(image: Image) -> None:
+    result = run(*image.entrypoint(), "check", "--demo", cwd=image.workdir, env=image.env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^default +yes +yes ", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.e2e
 def test_image_entrypoint_serves_metrics_and_passes_its_healthcheck(image: Image) -> None:
     version = run(*image.entrypoint(), "--version", cwd=image.workdir)
     assert version.stdout.split() == ["evotic-exporter", __version__]
@@ -1511,12 +1534,18 @@ def test_readme_quick_start_against_a_real_account(tmp_path: Path) -> None:
         finally:
             recipe.interrupt("quick-start-token", process)
 
-    (token_file,) = re.findall(r"--api\.token-file (\S+)", readme_recipes()["quick-start-token"])
+    # The check and the exporter are given the same file.
+    (token_file,) = set(
+        re.findall(r"--api\.token-file (\S+)", readme_recipes()["quick-start-token"])
+    )
     token = Path(token_file.replace("~", str(recipe.root / "home"), 1))
     assert token.read_text(encoding="utf-8") == f"{RECIPE_TOKEN}\n"
     assert file_mode(token) == 0o600
     assert file_mode(token.parent) == 0o700
-    assert RECIPE_TOKEN not in log.read_text(encoding="utf-8")
+    output = log.read_text(encoding="utf-8")
+    assert RECIPE_TOKEN not in output
+    # The check ran first, and found the account fine (or the block would have stopped there).
+    assert re.search(r"^default +yes +yes ", output, re.M), output
 
 
 @pytest.mark.e2e
