@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from exporter import __version__
-from exporter.cli import PROG, _Parser
+from exporter.cli import PROG, Parser
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,9 @@ def write_assets(assets: Mapping[str, bytes], output: Path, *, force: bool) -> l
     return list(targets)
 
 
-def build_parser(kind: AssetKind) -> _Parser:
+def build_parser(kind: AssetKind) -> Parser:
     description = f"Write {kind.what} that ship with the exporter into a folder."
-    parser = _Parser(prog=f"{PROG} {kind.command}", description=description)
+    parser = Parser(prog=f"{PROG} {kind.command}", description=description)
     parser.add_argument("--output", metavar="DIR", type=Path, required=True,
                         help="the folder to write into; created if missing")  # fmt: skip
     parser.add_argument("--force", action="store_true",

@@ -17,13 +17,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import secrets
 import sys
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from exporter import __version__
@@ -34,19 +32,18 @@ from exporter.api.models import Server
 from exporter.api.network import ProxySettingError
 from exporter.api.token import TokenSource
 from exporter.cli import (
-    DEMO_CHURN_INTERVAL,
-    DEMO_QUOTA_BYTES,
     PROG,
     Loaded,
-    _Parser,
+    Parser,
     load,
     load_web,
 )
-from exporter.config import SettingsError, describe_setting
+from exporter.config import SettingsError
 from exporter.logging import Redactor
 from exporter.metrics import FLOWS, traffic_of
 from exporter.poller import PollSettings
-from exporter.quota import Quotas, load_quotas
+from exporter.quota import Quotas
+from exporter.sources import open_source, with_demo_quota
 
 OUTPUTS = ("table", "json")
 TOP = 5
@@ -213,29 +210,14 @@ async def check_account(config: AccountConfig, redactor: Redactor, *, multi: boo
     ``--demo``, against a simulator of its own, started as the exporter starts it."""
     settings = config.settings
     async with contextlib.AsyncExitStack() as stack:
-        api_url = settings.api_url
-        if settings.demo:
-            from simulator import SimulatorOptions, start_simulator
-
-            options = SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL)
-            if multi:
-                seed = zlib.crc32(config.name.encode()) % 100_000
-                options = replace(options, seed=seed, token=secrets.token_urlsafe(24))
-            demo_api = await start_simulator(options)
-            stack.push_async_callback(demo_api.stop)
-            api_url = demo_api.url
-            token = TokenSource(redactor, token=demo_api.token, origin="the simulator")
-        elif settings.api_token is not None:
-            token = TokenSource(redactor, token=settings.api_token.get_secret_value(),
-                                origin=describe_setting("api_token"))  # fmt: skip
-        else:
-            token = TokenSource(redactor, path=settings.api_token_file)
+        source = await open_source(config, stack, redactor, multi=multi)
+        token = source.token
         # A token file's origin says it is read again next poll: there is no next poll here.
         path = settings.api_token_file
         origin = token.origin if path is None else f"the token file {path}"
         codes = RequestCodes()
         client = EvoticClient(
-            api_url, token, timeout=settings.api_timeout,
+            source.api_url, token, timeout=settings.api_timeout,
             user_agent=f"{PROG}/{__version__}", observe=codes,
             auth_origin=origin, route=config.route,
         )  # fmt: skip
@@ -244,17 +226,6 @@ async def check_account(config: AccountConfig, redactor: Redactor, *, multi: boo
         checked = await check_listing(config.name, client, token, config.quotas, codes,
                                       deadline=deadline)  # fmt: skip
     return checked
-
-
-def with_demo_quota(accounts: Mapping[str, AccountConfig]) -> dict[str, AccountConfig]:
-    """The demo's quota for an account given none, as the exporter's demo sets it."""
-    return {
-        name: config
-        if config.settings.traffic_quota_bytes is not None
-        or config.settings.traffic_quota_file is not None
-        else replace(config, quotas=load_quotas(DEMO_QUOTA_BYTES, None))
-        for name, config in accounts.items()
-    }
 
 
 async def check_all(loaded: Loaded, redactor: Redactor) -> list[AccountCheck]:
@@ -358,7 +329,7 @@ def to_json(checks: Sequence[AccountCheck]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=f"{PROG} check",
         description="Make one listing call per account and report what it says.",
         epilog=f"Every setting of the exporter is accepted too ({PROG} --help lists them). "

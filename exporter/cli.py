@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import ctypes
 import os
-import secrets
 import signal
 import sys
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
@@ -30,7 +28,6 @@ from exporter.accounts_file import DEFAULT_ACCOUNT, AccountConfig, read_accounts
 from exporter.api.client import EvoticClient
 from exporter.api.network import ProxySettingError
 from exporter.api.ratelimit import RateBudgets
-from exporter.api.token import TokenSource
 from exporter.certificates import Certificates, log_reloads
 from exporter.config import (
     OPTIONS,
@@ -39,7 +36,6 @@ from exporter.config import (
     SettingsError,
     check_sources,
     default_text,
-    describe_setting,
     exposed_files,
     format_address,
     parse_listen_address,
@@ -49,25 +45,23 @@ from exporter.config import (
 from exporter.logging import Redactor, configure_logging
 from exporter.own_metrics import AccountMetrics, ReloadMetrics, process_registry
 from exporter.poller import PollSettings
-from exporter.quota import load_quotas
 from exporter.reloading import Files, LoadFailed, Reloader
 from exporter.server import ExporterApp
+from exporter.sources import open_source, with_demo_quota
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.webserver import AsgiServer, bind_socket
 
 PROG = "evotic-exporter"
-DEMO_CHURN_INTERVAL = 300.0
-DEMO_QUOTA_BYTES = 5.0 * 2**40
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse would print the whole usage first; one line is easier to act on.
         self.exit(2, f"{PROG}: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Prometheus exporter for servers hosted at Evotic.",
+    parser = Parser(prog=PROG, description="Prometheus exporter for servers hosted at Evotic.",
                      argument_default=argparse.SUPPRESS,
                      epilog=f"Commands: {PROG} check [--output json] [settings]: one listing call "
                      "per account, and what it says; dashboards --output DIR, rules --output DIR "
@@ -178,16 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _with_demo_quota(files: Files) -> Files:
-    """In the demo, an account given no quota gets one, so that the quota panels and alerts
-    have something to show."""
-    accounts = {
-        name: config
-        if config.settings.traffic_quota_bytes is not None
-        or config.settings.traffic_quota_file is not None
-        else replace(config, quotas=load_quotas(DEMO_QUOTA_BYTES, None))
-        for name, config in files.accounts.items()
-    }
-    return replace(files, accounts=accounts)
+    return replace(files, accounts=with_demo_quota(files.accounts))
 
 
 async def run(settings: Settings, files: Files, environ: Mapping[str, str] = os.environ) -> int:
@@ -296,35 +281,14 @@ async def _start_account(
 ) -> Account:
     """One account's client, token and poller; in the demo, the simulator it polls."""
     settings = config.settings
-    api_url = settings.api_url
-    if settings.demo:
-        from simulator import SimulatorOptions, start_simulator
-
-        # Without a configuration file the demo is the one it always was; with one, each
-        # account is a fleet of its own, with a token of its own.
-        options = SimulatorOptions(churn_interval=DEMO_CHURN_INTERVAL)
-        if multi:
-            seed = zlib.crc32(config.name.encode()) % 100_000
-            options = replace(options, seed=seed, token=secrets.token_urlsafe(24))
-        demo_api = await start_simulator(options)
-        stack.push_async_callback(demo_api.stop)
-        api_url = demo_api.url
-        token = TokenSource(redactor, token=demo_api.token, origin="the simulator")
-        key = f"demo {config.name}"
-    elif settings.api_token is not None:
-        token = TokenSource(redactor, token=settings.api_token.get_secret_value(),
-                            origin=describe_setting("api_token"))  # fmt: skip
-        key = "api_token"
-    else:
-        token = TokenSource(redactor, path=settings.api_token_file)
-        # Accounts that name the same token file share its rate limit.
-        key = str(settings.api_token_file and settings.api_token_file.resolve())
-
+    source = await open_source(config, stack, redactor, multi=multi)
+    token = source.token
     metrics = AccountMetrics()
     client = EvoticClient(
-        api_url, token, timeout=settings.api_timeout,
+        source.api_url, token, timeout=settings.api_timeout,
         user_agent=f"{PROG}/{__version__}", observe=metrics.request,
-        auth_origin=token.origin, route=config.route, budget=budgets.for_token(key),
+        auth_origin=token.origin, route=config.route,
+        budget=budgets.for_token(source.budget_key),
     )  # fmt: skip
     if config.route.proxy is not None:
         (log or structlog.get_logger("exporter")).info(

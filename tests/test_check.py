@@ -41,9 +41,10 @@ from exporter.check import (
     summarize,
     to_json,
 )
-from exporter.cli import DEMO_QUOTA_BYTES, PROG, load, main
+from exporter.cli import PROG, load, main
 from exporter.logging import REDACTED, Redactor
 from exporter.quota import Quotas, Rule
+from exporter.sources import DEMO_QUOTA_BYTES
 from simulator import FaultSet, Fleet, SimulatorApp, SimulatorOptions, start_simulator
 
 from .processes import ROOT, free_port, simulator
