@@ -132,7 +132,7 @@ def test_plain_http_on_the_tls_port_gets_400_with_a_hint(secured: Process, pki: 
     with socket.create_connection((host, int(port)), timeout=10) as raw:
         raw.sendall(b"GET /metrics HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
         answer = b""
-        while not answer.endswith(b"server.\n") and (chunk := raw.recv(4096)):
+        while not answer.endswith(b"http://.\n") and (chunk := raw.recv(4096)):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
     assert answer.endswith(b"\r\n\r\nThis port speaks HTTPS: use https:// instead of http://.\n")
