@@ -1,8 +1,10 @@
 """The performance harness: the exporter next to nginx and a prometheus_client peer.
 
-    python benchmarks/run.py                        # 1,000, 10,000 and 50,000 servers
-    python benchmarks/run.py --sizes 10000          # one size
-    python benchmarks/run.py --smoke --output DIR   # 1,000 servers, quick (CI)
+    python benchmarks/run.py                        # 1,000, 10,000 and 50,000 servers, and
+                                                    # ten accounts of 1,000 in one exporter
+    python benchmarks/run.py --sizes 10000 --accounts none   # one size
+    python benchmarks/run.py --sizes none           # the ten accounts only
+    python benchmarks/run.py --smoke --output DIR   # 1,000 servers, 3 accounts of 100 (CI)
 
 For each size it starts the simulator with that many servers and then, one after another so
 that they never compete for the two cores:
@@ -18,8 +20,12 @@ that they never compete for the two cores:
 5. the prometheus_client reference (``reference_exporter.py``), measured the same way with
    smaller request budgets (a scrape takes seconds there).
 
-Results go to ``results/latest.json`` and, as tables, into ``README.md`` between the
-``results`` markers (``--output`` and ``--no-readme`` change that).
+Then, for ``--accounts``, one exporter serving several accounts (``bench_accounts``): each
+account's ``/probe`` against nginx serving its captured answers, and the peak memory.
+
+Results go to ``results/latest.json`` and ``results/accounts.json`` and, as tables, into
+``README.md`` between the ``results`` and the ``accounts`` markers (``--output`` and
+``--no-readme`` change that).
 """
 
 from __future__ import annotations
@@ -29,17 +35,20 @@ import asyncio
 import contextlib
 import datetime
 import gc
+import hashlib
 import json
 import math
 import os
 import platform
 import re
+import secrets
 import statistics
 import subprocess
 import sys
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +74,25 @@ MB = 1024 * 1024
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,50000", help="fleet sizes, comma-separated")
+    parser.add_argument(
+        "--sizes", default="1000,10000,50000", help="fleet sizes, comma-separated ('none': skip)"
+    )
+    parser.add_argument(
+        "--accounts",
+        default="10x1000",
+        metavar="ACCOUNTSxSERVERS",
+        help="accounts in one exporter (--config.file), each of that many servers ('none': skip)",
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="1,000 servers with small budgets, for CI (about a minute)",
+        help="1,000 servers and 3 accounts of 100, with small budgets, for CI (about a minute)",
     )
     parser.add_argument(
         "--output",
         type=Path,
         default=HERE / "results",
-        help="directory for latest.json and the run's logs",
+        help="directory for latest.json, accounts.json and the run's logs",
     )
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     parser.add_argument("--requests", type=int, default=400, help="budget per scrape mode")
@@ -108,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "size, into benchmarks/profiles/",
     )
     parser.add_argument(
+        "--profile-accounts",
+        action="store_true",
+        help="also profile the first account's /probe (py-spy) in the accounts scenario",
+    )
+    parser.add_argument(
         "--status-sweep",
         type=int,
         default=0,
@@ -127,11 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
 def settings(argv: list[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.smoke:
-        args.sizes = "1000"
+        args.sizes, args.accounts = "1000", "3x100"
         args.requests, args.seconds, args.rounds = 60, 1.5, 2
         args.reference_requests, args.reference_seconds = 4, 3.0
         args.polls, args.cpu_repeats = 2, 2
-    args.size_list = [int(size) for size in args.sizes.split(",") if size.strip()]
+    skip = ("", "none", "0")
+    sizes = "" if args.sizes.strip() in skip else args.sizes
+    args.size_list = [int(size) for size in sizes.split(",") if size.strip()]
+    args.account_fleets = None
+    if args.accounts.strip() not in skip:
+        found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", args.accounts)
+        if not found or int(found.group(1)) < 1 or int(found.group(2)) < 1:
+            build_parser().error(f"--accounts: expected ACCOUNTSxSERVERS, got {args.accounts!r}")
+        args.account_fleets = (int(found.group(1)), int(found.group(2)))
     return args
 
 
@@ -186,8 +216,8 @@ def own_metrics(body: bytes) -> dict[str, float]:
     return samples
 
 
-def fetch_own(service: Service) -> dict[str, float]:
-    return own_metrics(scraper.fetch("127.0.0.1", service.port, "/metrics").body)
+def fetch_own(service: Service, path: str = "/metrics") -> dict[str, float]:
+    return own_metrics(scraper.fetch("127.0.0.1", service.port, path).body)
 
 
 def listing_pages(api_url: str) -> list[bytes]:
@@ -260,7 +290,12 @@ def poll_cpu(pages: list[bytes], repeats: int) -> dict[str, Any]:
 
 
 def scrape_modes(
-    targets: dict[str, Service], requests: int, seconds: float, rounds: int = 1, warmup: int = 1
+    targets: dict[str, Service],
+    requests: int,
+    seconds: float,
+    rounds: int = 1,
+    warmup: int = 1,
+    path: str = "/metrics",
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Every mode against every target, in ``rounds`` alternating windows per mode.
 
@@ -275,7 +310,7 @@ def scrape_modes(
                 run = scraper.measure(
                     "127.0.0.1",
                     service.port,
-                    "/metrics",
+                    path,
                     gzip=encoding == "gzip",
                     workers=workers,
                     max_requests=-(-requests // rounds),
@@ -294,10 +329,10 @@ def scrape_modes(
     return results
 
 
-def timed_fetch(service: Service, gzip: bool) -> tuple[float, bytes]:
+def timed_fetch(service: Service, gzip: bool, path: str = "/metrics") -> tuple[float, bytes]:
     headers = {"Accept-Encoding": "gzip" if gzip else "identity"}
     started = time.perf_counter()
-    answer = scraper.fetch("127.0.0.1", service.port, "/metrics", headers)
+    answer = scraper.fetch("127.0.0.1", service.port, path, headers)
     return (time.perf_counter() - started) * 1000, answer.body
 
 
@@ -340,15 +375,18 @@ def measure_polls(service: Service, interval: float, polls: int) -> dict[str, An
     }
 
 
-def stress(service: Service, seconds: float) -> dict[str, Any]:
-    """Two plain and two gzip scrapers for ``seconds``, through at least one poll."""
+def stress(
+    service: Service, seconds: float, paths: Sequence[str] = ("/metrics",)
+) -> dict[str, Any]:
+    """Two plain and two gzip scrapers for ``seconds``, through at least one poll; each asks
+    for ``paths`` in turn."""
     runs: dict[str, scraper.Run] = {}
 
     def one(encoding: str) -> None:
         runs[encoding] = scraper.measure(
             "127.0.0.1",
             service.port,
-            "/metrics",
+            paths,
             gzip=encoding == "gzip",
             workers=2,
             max_requests=10**9,
@@ -409,7 +447,8 @@ def bench_size(servers: int, args: argparse.Namespace, workdir: Path) -> dict[st
                     {"exporter": exp, "static": static}, args.requests, args.seconds, args.rounds
                 )
             if args.profile == servers:
-                profile_scrapes(exp, servers, args.seconds, workdir)
+                profile_scrapes(exp, f"scrape-{servers}", f"{servers:,} servers", args.seconds,
+                                workdir)  # fmt: skip
             rss_scrapes = exp.peak_rss_bytes()
 
         interval = max(2.0, round(4 * first_poll, 1))
@@ -453,6 +492,8 @@ def check_payload(plain: bytes, packed: bytes) -> dict[str, Any]:
         "gzip_bytes": len(packed),
         "samples": sum(1 for line in plain.splitlines() if line and not line.startswith(b"#")),
         "gzip_decodes_to_same_series": unpacked.startswith(per_server),
+        # Tells fleets apart: each account must be served its own servers.
+        "series_sha256": hashlib.sha256(per_server).hexdigest(),
     }
 
 
@@ -478,6 +519,169 @@ def ratios(scrape: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
     return out
 
 
+# ----------------------------------------------------------------------------- several accounts
+
+LAST_POLL = "evotic_last_successful_poll_timestamp_seconds"
+
+
+def account_names(count: int) -> list[str]:
+    width = max(2, len(str(count)))
+    return [f"account-{n:0{width}d}" for n in range(1, count + 1)]
+
+
+def write_accounts_file(directory: Path, apis: dict[str, str], tokens: dict[str, str]) -> Path:
+    """The exporter's ``--config.file``: each account's API and a token file of its own."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["accounts:"]
+    for name, api in apis.items():
+        token_file = directory / f"{name}.token"
+        # Readable by its owner only, or the exporter warns at start-up.
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(tokens[name] + "\n")
+        # A JSON string is a YAML string: quoted, whatever the path holds.
+        lines += [f"  {name}:", f"    token_file: {json.dumps(str(token_file))}",
+                  f"    api_url: {json.dumps(api)}"]  # fmt: skip
+    config = directory / "accounts.yml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def bench_accounts(
+    count: int, servers: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    """``count`` accounts of ``servers`` servers each, served by one exporter.
+
+    Each account has a simulator process of its own (its own fleet, by seed, and its own
+    token), so the exporter polls ``count`` APIs as it would ``count`` real accounts. Each
+    account's ``/probe`` is measured against nginx serving that account's captured answers
+    at the same URL, one account after the other, in the modes and budgets of a fleet size.
+    """
+    label = f"{count} accounts x {servers}"
+    log = lambda message: print(f"[{label}] {message}", flush=True)  # noqa: E731
+    names = account_names(count)
+    paths = {name: f"/probe?target={name}" for name in names}
+    tokens = {name: secrets.token_hex(12) for name in names}
+    result: dict[str, Any] = {
+        "accounts": count,
+        "servers_per_account": servers,
+        "load_average_start": os.getloadavg()[0],
+    }
+    per_account: dict[str, dict[str, Any]] = {name: {} for name in names}
+    with contextlib.ExitStack() as simulators:
+        log(f"{count} simulators of {servers} servers")
+        apis = {}
+        for seed, name in enumerate(names, start=1):
+            sim = simulators.enter_context(running(services.simulator(
+                workdir, servers, paginate=True, per_page=1000, token=tokens[name], seed=seed,
+                name=f"simulator-{name}",
+            )))  # fmt: skip
+            apis[name] = f"{sim.url}/api/v1"
+        config = write_accounts_file(workdir / f"accounts-{count}x{servers}", apis, tokens)
+
+        log("exporter and nginx (the same bytes): scrapes of every account")
+        started = time.monotonic()
+        exporter = services.accounts_exporter(
+            workdir, config, interval=3600, name=f"exporter-accounts-{count}x{servers}"
+        )
+        with running(exporter) as exp:
+            result["ready_after_s"] = round(time.monotonic() - started, 2)
+            answers = {}
+            for name, path in paths.items():
+                own = fetch_own(exp, path)
+                plain_ms, plain = timed_fetch(exp, gzip=False, path=path)
+                gzip_ms, packed = timed_fetch(exp, gzip=True, path=path)
+                per_account[name]["first_poll_s"] = own["evotic_poll_duration_seconds"]
+                per_account[name]["first_answer_after_poll_ms"] = {
+                    "plain": round(plain_ms, 2),
+                    "gzip": round(gzip_ms, 2),
+                }
+                per_account[name]["payload"] = check_payload(plain, packed)
+                answers[name] = (plain, packed)
+            with running(services.nginx(workdir, probes=answers)) as static:
+                for name, path in paths.items():
+                    served_plain = scraper.fetch("127.0.0.1", static.port, path).body
+                    served_gzip = scraper.fetch(
+                        "127.0.0.1", static.port, path, {"Accept-Encoding": "gzip"}
+                    ).body
+                    per_account[name]["payload"]["static_identical"] = (
+                        served_plain == answers[name][0] and served_gzip == answers[name][1]
+                    )
+                del answers, plain, packed, served_plain, served_gzip
+                for name, path in paths.items():
+                    log(f"scrapes of {path}")
+                    scrape = scrape_modes({"exporter": exp, "static": static}, args.requests,
+                                          args.seconds, args.rounds, path=path)  # fmt: skip
+                    per_account[name]["scrape"] = scrape
+                    per_account[name]["ratios"] = ratios(scrape)
+            # The least any answer costs: three bytes, nothing rendered.
+            result["healthz"] = scraper.measure(
+                "127.0.0.1", exp.port, "/healthz", gzip=False, workers=1,
+                max_requests=args.requests, max_seconds=args.seconds / 2,
+            ).summary()  # fmt: skip
+            if args.profile_accounts:
+                profile_scrapes(exp, f"probe-{count}x{servers}",
+                                f"{count} accounts of {servers:,} servers",
+                                args.seconds, workdir, paths[names[0]])  # fmt: skip
+            rss_scrapes = exp.peak_rss_bytes()
+            rss_after_scrapes = exp.rss_bytes()
+
+        # Every account polls every few first-poll durations, the pollers started within a
+        # tenth of that of each other: their polls overlap, the most memory they take at once.
+        interval = max(2.0, round(4 * max(a["first_poll_s"] for a in per_account.values()), 1))
+        log(f"exporter: every account polls every {interval} s, under four scrapers")
+        exporter = services.accounts_exporter(
+            workdir, config, interval=interval, name=f"exporter-accounts-polls-{count}x{servers}"
+        )
+        with running(exporter) as exp:
+            before = {name: fetch_own(exp, path)[LAST_POLL] for name, path in paths.items()}
+            cpu_before = exp.cpu_seconds()
+            under_load = stress(exp, 2.5 * interval, list(paths.values()))
+            cpu = exp.cpu_seconds() - cpu_before
+            after = {name: fetch_own(exp, path) for name, path in paths.items()}
+            rss_polls = exp.peak_rss_bytes()
+    for name in names:
+        per_account[name]["poll_under_load_s"] = after[name]["evotic_poll_duration_seconds"]
+    result["per_account"] = per_account
+    result["poll"] = {
+        "interval_s": interval,
+        "under_load": under_load,
+        "seconds": round(2.5 * interval, 1),
+        "process_cpu_s": round(cpu, 2),
+        "every_account_polled": all(after[name][LAST_POLL] > before[name] for name in names),
+    }
+    result["peak_rss_mb"] = {
+        "exporter": round(max(rss_scrapes, rss_polls) / MB, 1),
+        "exporter_scrapes_only": round(rss_scrapes / MB, 1),
+        "exporter_polls_under_scrapes": round(rss_polls / MB, 1),
+        "exporter_rss_after_scrapes": round(rss_after_scrapes / MB, 1),
+    }
+    result["worst"] = worst_ratios(per_account)
+    result["load_average_end"] = os.getloadavg()[0]
+    log("done")
+    return result
+
+
+def worst_ratios(per_account: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For each mode, the account whose ``/probe`` is furthest from nginx (median and p99)."""
+    worst: dict[str, dict[str, Any]] = {}
+    for encoding, workers in MODES:
+        mode = f"{encoding}_{workers}"
+        ratios_of = {name: a["ratios"].get(mode, {}) for name, a in per_account.items()}
+        measured = {name: r for name, r in ratios_of.items() if "median_vs_static" in r}
+        if not measured:
+            continue
+        median = max(measured, key=lambda name: measured[name]["median_vs_static"])
+        p99 = max(measured, key=lambda name: measured[name]["p99_vs_static"])
+        worst[mode] = {
+            "median_vs_static": measured[median]["median_vs_static"],
+            "median_account": median,
+            "p99_vs_static": measured[p99]["p99_vs_static"],
+            "p99_account": p99,
+        }
+    return worst
+
+
 # ----------------------------------------------------------------------------- profiles
 
 PROFILES = HERE / "profiles"
@@ -497,8 +701,12 @@ def profile_poll(pages: list[bytes], servers: int) -> None:
     (PROFILES / f"poll-{servers}.txt").write_text(text)
 
 
-def profile_scrapes(service: Service, servers: int, seconds: float, workdir: Path) -> None:
-    """py-spy samples of the exporter while one scraper asks for plain, then gzip.
+def profile_scrapes(
+    service: Service, what: str, fleet: str, seconds: float, workdir: Path, path: str = "/metrics"
+) -> None:
+    """py-spy samples of the exporter while one scraper asks for ``path``, plain then gzip;
+    ``what`` names the files (``scrape-10000``: ``scrape-plain-10000.txt``), ``fleet`` what
+    the exporter serves.
 
     Writes a summary of where the samples fall, by function, including the time the event
     loop waited in select; the collapsed stacks (for flamegraph.pl or speedscope) stay in
@@ -506,7 +714,8 @@ def profile_scrapes(service: Service, servers: int, seconds: float, workdir: Pat
     """
     PROFILES.mkdir(exist_ok=True)
     for encoding in ("plain", "gzip"):
-        raw = workdir / f"scrape-{encoding}-{servers}.collapsed"
+        name = what.replace("-", f"-{encoding}-", 1)
+        raw = workdir / f"{name}.collapsed"
         spy = subprocess.Popen(
             ["py-spy", "record", "--pid", str(service.popen.pid), "--rate", "1000", "--idle",
              "--format", "raw", "--duration", str(int(seconds) + 2), "--output", str(raw),
@@ -514,13 +723,13 @@ def profile_scrapes(service: Service, servers: int, seconds: float, workdir: Pat
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(1.0)
-        run = scraper.measure("127.0.0.1", service.port, "/metrics", gzip=encoding == "gzip",
+        run = scraper.measure("127.0.0.1", service.port, path, gzip=encoding == "gzip",
                               workers=1, max_requests=10**9, max_seconds=seconds)  # fmt: skip
         spy.wait(60)
         summary = summarize_collapsed(raw.read_text())
-        header = (f"py-spy, 1000 Hz, exporter at {servers:,} servers, one scraper asking for "
-                  f"{encoding} for {seconds:.0f} s: {run.summary()}\n\n")  # fmt: skip
-        (PROFILES / f"scrape-{encoding}-{servers}.txt").write_text(header + summary)
+        header = (f"py-spy, 1000 Hz, exporter at {fleet}, one scraper asking for {path}, "
+                  f"{encoding}, for {seconds:.0f} s: {run.summary()}\n\n")  # fmt: skip
+        (PROFILES / f"{name}.txt").write_text(header + summary)
 
 
 def summarize_collapsed(collapsed: str, top: int = 25) -> str:
@@ -614,36 +823,68 @@ def main(argv: list[str] | None = None) -> int:
     output: Path = args.output
     workdir = output / "tmp" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    report: dict[str, Any] = {
+    # Each part has a report and a block of the README of its own, so that running one part
+    # leaves the other's figures as they were measured.
+    if args.size_list or args.status_sweep:
+        started = time.monotonic()
+        report: dict[str, Any] = {
+            **run_header(),
+            "settings": {
+                "sizes": args.size_list,
+                "smoke": args.smoke,
+                "listing": args.listing,
+                "requests_per_mode": args.requests,
+                "seconds_per_mode": args.seconds,
+                "reference_requests_per_mode": args.reference_requests,
+                "reference_seconds_per_mode": args.reference_seconds,
+                "polls": args.polls,
+                "cpu_repeats": args.cpu_repeats,
+            },
+            "sizes": {},
+        }
+        for servers in args.size_list:
+            report["sizes"][str(servers)] = bench_size(servers, args, workdir)
+        if args.status_sweep:
+            report["status_sweep"] = status_sweep(args.status_sweep, args, workdir)
+        report["targets"] = targets(report["sizes"])
+        report["seconds"] = round(time.monotonic() - started, 1)
+        (output / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+        tables = markdown(report)
+        print(tables)
+        if not args.no_readme:
+            update_readme("results", tables)
+    if args.account_fleets:
+        count, servers = args.account_fleets
+        started = time.monotonic()
+        report = {
+            **run_header(),
+            "settings": {
+                "accounts": count,
+                "servers_per_account": servers,
+                "smoke": args.smoke,
+                "listing": "paginated",
+                "requests_per_mode": args.requests,
+                "seconds_per_mode": args.seconds,
+                "rounds": args.rounds,
+            },
+            **bench_accounts(count, servers, args, workdir),
+        }
+        report["goals"] = account_goals(report)
+        report["seconds"] = round(time.monotonic() - started, 1)
+        (output / "accounts.json").write_text(json.dumps(report, indent=2) + "\n")
+        tables = markdown_accounts(report)
+        print(tables)
+        if not args.no_readme:
+            update_readme("accounts", tables)
+    return 0
+
+
+def run_header() -> dict[str, Any]:
+    return {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit(),
         "machine": machine(),
-        "settings": {
-            "sizes": args.size_list,
-            "smoke": args.smoke,
-            "listing": args.listing,
-            "requests_per_mode": args.requests,
-            "seconds_per_mode": args.seconds,
-            "reference_requests_per_mode": args.reference_requests,
-            "reference_seconds_per_mode": args.reference_seconds,
-            "polls": args.polls,
-            "cpu_repeats": args.cpu_repeats,
-        },
-        "sizes": {},
     }
-    for servers in args.size_list:
-        report["sizes"][str(servers)] = bench_size(servers, args, workdir)
-    if args.status_sweep:
-        report["status_sweep"] = status_sweep(args.status_sweep, args, workdir)
-    report["targets"] = targets(report["sizes"])
-    report["seconds"] = round(time.monotonic() - started, 1)
-    (output / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    tables = markdown(report)
-    print(tables)
-    if not args.no_readme:
-        update_readme(tables)
-    return 0
 
 
 def targets(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -703,13 +944,19 @@ def _ms(stats: dict[str, Any], key: str) -> str:
     return "—" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def markdown(report: dict[str, Any]) -> str:
+def measured_line(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = [
+    return (
         f"Measured {report['started']} at commit `{report['commit']}` on {m['cpu']}, "
         f"{m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, {m['nginx']}, "
         f"Linux {m['kernel']}; listing {report['settings']['listing']}. "
-        f"Run took {report['seconds']:.0f} s.",
+        f"Run took {report['seconds']:.0f} s."
+    )
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        measured_line(report),
         "",
         "**Scrape latency**, ms, median / p99 (mode: encoding x concurrent scrapers).",
         "",
@@ -791,10 +1038,129 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(tables: str) -> None:
+# The goals for several accounts in one process: every /probe within 1.5x of nginx serving
+# the same bytes, and the peak resident memory.
+PROBE_VS_STATIC = 1.5
+ACCOUNTS_PEAK_RSS_MB = 130
+
+
+def account_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The goals, read as: for every account and mode, the exporter's median at most 1.5x
+    nginx's (the worst account is the figure), and peak RSS at most 130 MB."""
+    found: list[dict[str, Any]] = []
+    for mode, worst in report["worst"].items():
+        ratio = worst["median_vs_static"]
+        found.append({
+            "target": f"every /probe, median ÷ nginx, {mode} (worst account: "
+                      f"{worst['median_account']})",
+            "measured": ratio, "limit": PROBE_VS_STATIC, "unit": "x",
+            "met": ratio <= PROBE_VS_STATIC,
+        })  # fmt: skip
+    rss = report["peak_rss_mb"]["exporter"]
+    found.append({"target": "peak RSS", "measured": rss, "limit": ACCOUNTS_PEAK_RSS_MB,
+                  "unit": "MB", "met": rss <= ACCOUNTS_PEAK_RSS_MB})  # fmt: skip
+    return found
+
+
+def _mode_label(mode: str) -> str:
+    encoding, workers = mode.split("_")
+    return f"{encoding} x{workers}"
+
+
+def markdown_accounts(report: dict[str, Any]) -> str:
+    count, servers = report["accounts"], report["servers_per_account"]
+    per_account = report["per_account"]
+    modes = [f"{encoding}_{workers}" for encoding, workers in MODES]
+    lines = [
+        measured_line(report),
+        "",
+        f"**{count} accounts of {servers:,} servers in one exporter**: `/probe?target=NAME`, "
+        "exporter median ÷ nginx median (ms) = ratio, per account and mode (encoding x "
+        "concurrent scrapers).",
+        "",
+        "| account | samples | plain MB | gzip MB | "
+        + " | ".join(_mode_label(mode) for mode in modes) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(modes),
+    ]  # fmt: skip
+    for name, account in per_account.items():
+        payload, cells = account["payload"], []
+        for mode in modes:
+            ours = account["scrape"]["exporter"].get(mode, {})
+            static = account["scrape"]["static"].get(mode, {})
+            ratio = account["ratios"].get(mode, {}).get("median_vs_static", "—")
+            cells.append(f"{_ms(ours, 'median_ms')} ÷ {_ms(static, 'median_ms')} = {ratio}")
+        lines.append(
+            f"| {name} | {payload['samples']:,} | {payload['plain_bytes'] / MB:.2f} | "
+            f"{payload['gzip_bytes'] / MB:.2f} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "| mode | exporter median, ms (accounts' range) | nginx median, ms (range) | "
+        "worst median ÷ nginx | worst p99 ÷ nginx p99 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for mode, worst in report["worst"].items():
+        ours = [a["scrape"]["exporter"][mode]["median_ms"] for a in per_account.values()]
+        static = [a["scrape"]["static"][mode]["median_ms"] for a in per_account.values()]
+        lines.append(
+            f"| {_mode_label(mode)} | {_range(ours)} | {_range(static)} | "
+            f"{worst['median_vs_static']} ({worst['median_account']}) | "
+            f"{worst['p99_vs_static']} ({worst['p99_account']}) |"
+        )
+    poll, rss = report["poll"], report["peak_rss_mb"]
+    first = [a["first_poll_s"] for a in per_account.values()]
+    loaded = [a["poll_under_load_s"] for a in per_account.values()]
+    under = poll["under_load"]
+    lines += [
+        "",
+        f"An answer of three bytes (`/healthz`) takes {_ms(report['healthz'], 'median_ms')} ms "
+        f"(median): what any answer costs the exporter before it has sent a byte of metrics.",
+        "",
+        f"**Polls and memory.** Ready (`/readyz`: every account's first poll in) "
+        f"{report['ready_after_s']:.1f} s after the process started (each poller starts "
+        f"after a random delay of up to a tenth of its interval, at most 5 s), polls of "
+        f"{_range(first, 's', 3)}. Peak RSS "
+        f"(`VmHWM`) once every account has polled and "
+        f"been scraped: {rss['exporter_scrapes_only']:.0f} MB "
+        f"({rss['exporter_rss_after_scrapes']:.0f} MB resident at the end). Every account "
+        f"polling every {poll['interval_s']} s (started within "
+        f"{0.1 * poll['interval_s']:.1f} s of each other, so that their polls overlap), "
+        f"under two plain and two gzip scrapers going round the accounts for "
+        f"{poll['seconds']} s: polls of {_range(loaded, 's', 3)}, scrapes plain "
+        f"{_ms(under['plain'], 'median_ms')} / {_ms(under['plain'], 'p99_ms')} ms and gzip "
+        f"{_ms(under['gzip'], 'median_ms')} / {_ms(under['gzip'], 'p99_ms')} ms (median / p99), "
+        f"peak RSS {rss['exporter_polls_under_scrapes']:.0f} MB"
+        + ("" if poll["every_account_polled"] else "; **not every account polled**") + ".",
+        "",
+        f"**Goals** ({count} accounts of {servers:,} servers in one process)",
+        "",
+        "| goal | measured | limit | met |",
+        "|---|---:|---:|---|",
+    ]  # fmt: skip
+    for goal in report["goals"]:
+        met = "yes" if goal["met"] else "**no**"
+        lines.append(f"| {goal['target']} | {goal['measured']}{goal['unit']} | "
+                     f"≤{goal['limit']}{goal['unit']} | {met} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _range(values: list[float], unit: str = "", digits: int = 0) -> str:
+    """The lowest and highest value, joined by a dash (one figure if they are equal): ms as
+    ``_ms`` writes them, else to ``digits`` places."""
+    shown = [
+        f"{v:.{digits}f}" if digits else _ms({"v": v}, "v") for v in (min(values), max(values))
+    ]
+    text = shown[0] if shown[0] == shown[1] else "\N{EN DASH}".join(shown)
+    return f"{text} {unit}".strip()
+
+
+def update_readme(block: str, tables: str) -> None:
+    """``tables`` between the README's ``block`` markers."""
     readme = HERE / "README.md"
     text = readme.read_text()
-    begin, end = "<!-- results:begin -->\n", "<!-- results:end -->"
+    begin, end = f"<!-- {block}:begin -->\n", f"<!-- {block}:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"benchmarks/README.md has no {block} markers")
     head, _, rest = text.partition(begin)
     _, _, tail = rest.partition(end)
     readme.write_text(head + begin + tables + end + tail)

@@ -9,10 +9,12 @@ wait on four sockets at once on a two-core machine.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 _HEAD_LIMIT = 64 * 1024
@@ -175,7 +177,7 @@ def percentile(ordered: list[float], q: float) -> float:
 def measure(
     host: str,
     port: int,
-    path: str,
+    path: str | Sequence[str],
     *,
     gzip: bool,
     workers: int,
@@ -186,9 +188,11 @@ def measure(
     """``workers`` scrapers in a loop until ``max_requests`` are done or time is up.
 
     Each worker first sends ``warmup`` requests that are not counted (connection set-up).
-    A request started before the time is up is finished and counted.
+    A request started before the time is up is finished and counted. Given several paths,
+    each worker asks for them in turn, the n-th worker starting at the n-th path.
     """
     headers = {"Accept-Encoding": "gzip"} if gzip else {"Accept-Encoding": "identity"}
+    paths = [path] if isinstance(path, str) else list(path)
     run = Run()
     lock = threading.Lock()
     budget = [max_requests]
@@ -202,11 +206,12 @@ def measure(
 
     start = threading.Barrier(workers + 1, action=open_window)
 
-    def worker() -> None:
+    def worker(first: int) -> None:
+        turn = itertools.cycle(paths[first % len(paths) :] + paths[: first % len(paths)])
         connection = Connection(host, port)
         try:
             for _ in range(warmup):
-                connection.get(path, headers)
+                connection.get(next(turn), headers)
         except (OSError, ScrapeError) as error:
             with lock:
                 run.errors.append(f"warm-up: {error}")
@@ -218,7 +223,7 @@ def measure(
                 budget[0] -= 1
             began = time.perf_counter()
             try:
-                size = connection.get(path, headers)
+                size = connection.get(next(turn), headers)
             except (OSError, ScrapeError) as error:
                 with lock:
                     run.errors.append(str(error))
@@ -229,7 +234,7 @@ def measure(
                 run.body_bytes = size
         connection.close()
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(workers)]
     for thread in threads:
         thread.start()
     start.wait()

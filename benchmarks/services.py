@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,15 +125,31 @@ def running(service: Service) -> Iterator[Service]:
 
 
 def simulator(
-    workdir: Path, servers: int, *, paginate: bool, per_page: int, latency: float = 0.0
+    workdir: Path,
+    servers: int,
+    *,
+    paginate: bool,
+    per_page: int,
+    latency: float = 0.0,
+    token: str = TOKEN,
+    seed: int | None = None,
+    name: str | None = None,
 ) -> Service:
+    """A simulator process; ``seed`` (default: the simulator's) picks which fleet it serves."""
     port = free_port()
     argv = [sys.executable, "-m", "simulator", "--listen-address", f"127.0.0.1:{port}",
-            "--servers", str(servers), "--token", TOKEN, "--latency", str(latency)]  # fmt: skip
+            "--servers", str(servers), "--token", token, "--latency", str(latency)]  # fmt: skip
     if paginate:
         argv += ["--paginate", "--per-page", str(per_page)]
-    service = _spawn(f"simulator-{servers}", argv, workdir, port)
-    wait_until(lambda: http_status(f"{service.url}/_simulator/state") == 200, 120, "the simulator")
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    service = _spawn(name or f"simulator-{servers}", argv, workdir, port)
+    try:
+        wait_until(lambda: http_status(f"{service.url}/_simulator/state") == 200, 120,
+                   "the simulator")  # fmt: skip
+    except BaseException:
+        service.stop()
+        raise
     return service
 
 
@@ -141,13 +157,24 @@ def exporter(
     workdir: Path, api_url: str, *, interval: float, name: str, extra: Sequence[str] = ()
 ) -> Service:
     """The exporter against ``api_url``; returns once ``/readyz`` says its first poll is in."""
+    return _exporter(workdir, ["--api.url", api_url, "--api.token", TOKEN, *extra],
+                     interval=interval, name=name)  # fmt: skip
+
+
+def accounts_exporter(workdir: Path, config_file: Path, *, interval: float, name: str) -> Service:
+    """The exporter serving the accounts ``config_file`` names, each polling every ``interval``
+    seconds; returns once ``/readyz`` says every account's first poll is in."""
+    return _exporter(workdir, ["--config.file", str(config_file)], interval=interval, name=name)
+
+
+def _exporter(workdir: Path, args: Sequence[str], *, interval: float, name: str) -> Service:
     port = free_port()
     argv = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}",
-            "--api.url", api_url, "--api.token", TOKEN, "--poll.interval", str(interval),
+            "--poll.interval", str(interval),
             # The smallest stale-after the exporter accepts: the data never turns stale
             # during a measurement.
             "--poll.stale-after", str(2 * interval),
-            "--log.format", "json", *extra]  # fmt: skip
+            "--log.format", "json", *args]  # fmt: skip
     service = _spawn(name, argv, workdir, port)
 
     def ready() -> bool:
@@ -210,13 +237,21 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location = /metrics {{ alias {dir}/metrics; }}
+        # /probe?target=NAME: the file of that name, as the exporter's /probe serves it.
+        location = /probe {{ alias {dir}/probe/$arg_target; }}
     }}
 }}
 """
 
 
-def nginx(workdir: Path, plain: bytes, compressed: bytes) -> Service:
-    """nginx serving ``plain`` at ``/metrics``, and ``compressed`` to clients that accept gzip.
+def nginx(
+    workdir: Path,
+    plain: bytes = b"",
+    compressed: bytes = b"",
+    probes: Mapping[str, tuple[bytes, bytes]] | None = None,
+) -> Service:
+    """nginx serving ``plain`` at ``/metrics``, and ``compressed`` to clients that accept gzip;
+    ``probes`` maps a target name to its plain and gzip answers at ``/probe?target=NAME``.
 
     Its files live in a directory of their own under the system's temporary directory:
     nginx's workers drop to an unprivileged user when started as root, and the run's work
@@ -225,7 +260,13 @@ def nginx(workdir: Path, plain: bytes, compressed: bytes) -> Service:
     """
     directory = Path(tempfile.mkdtemp(prefix="evotic-benchmark-nginx-"))
     directory.chmod(0o755)
-    for name, data in (("metrics", plain), ("metrics.gz", compressed)):
+    files = {"metrics": plain, "metrics.gz": compressed}
+    for target, (target_plain, target_compressed) in (probes or {}).items():
+        files[f"probe/{target}"] = target_plain
+        files[f"probe/{target}.gz"] = target_compressed
+    (directory / "probe").mkdir()
+    (directory / "probe").chmod(0o755)
+    for name, data in files.items():
         (directory / name).write_bytes(data)
         (directory / name).chmod(0o644)
     port = free_port()

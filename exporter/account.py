@@ -6,6 +6,7 @@ the last publication and the time and never waits for the API.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from exporter.api.client import EvoticClient
 from exporter.api.token import TokenSource
 from exporter.exposition import Exposition, ExpositionCache
 from exporter.health import Health, assess
+from exporter.offload import Offload
 from exporter.own_metrics import AccountMetrics
 from exporter.poller import Poller, PollSettings
 from exporter.quota import Quotas
@@ -44,7 +46,8 @@ class View:
 
 
 class Account:
-    """A poller, the cache it publishes into and the metrics both report to."""
+    """A poller, the cache it publishes into and the metrics both report to; ``offload`` runs
+    the cache's rendering (the client is given its own)."""
 
     def __init__(
         self,
@@ -56,10 +59,12 @@ class Account:
         quotas: Quotas | None = None,
         clock: Callable[[], float] = time.time,
         logger: structlog.typing.FilteringBoundLogger | None = None,
+        offload: Offload = asyncio.to_thread,
     ) -> None:
         self.metrics = metrics
         self.api_url = client.base_url
-        self.cache = ExpositionCache(on_render=lambda seconds: metrics.phase("render", seconds))
+        self.cache = ExpositionCache(on_render=lambda seconds: metrics.phase("render", seconds),
+                                     offload=offload)  # fmt: skip
         self.poller = Poller(client, token, settings, quotas=quotas, publish=self._publish,
                              observer=metrics, clock=clock, logger=logger)  # fmt: skip
         self._stale_after = settings.stale_after

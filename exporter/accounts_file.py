@@ -19,6 +19,7 @@ the settings as given.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,23 +119,38 @@ class AccountConfig:
     route: ApiRoute
 
 
-def api_route(settings: Settings, environ: Mapping[str, str]) -> ApiRoute:
+def api_route(
+    settings: Settings,
+    environ: Mapping[str, str],
+    contexts: dict[Path | None, ssl.SSLContext] | None = None,
+) -> ApiRoute:
     """Whom the client trusts (``--api.ca-file``) and the proxy the standard variables name.
 
+    ``contexts`` holds the TLS contexts made so far, by CA file, for the accounts of one
+    reading to share: each context holds its own copy of the whole CA bundle, 0.7 MB.
     Raises ``SettingsError`` for an unusable CA file, ``ProxySettingError`` for a proxy
     variable the client cannot honour.
     """
-    try:
-        tls = tls_context(settings.api_ca_file)
-    except CaFileError as error:
-        raise SettingsError([Problem("api_ca_file", error.problem)]) from None
+    contexts = {} if contexts is None else contexts
+    if settings.api_ca_file not in contexts:
+        try:
+            contexts[settings.api_ca_file] = tls_context(settings.api_ca_file)
+        except CaFileError as error:
+            raise SettingsError([Problem("api_ca_file", error.problem)]) from None
+    tls = contexts[settings.api_ca_file]
     if settings.demo:
         return ApiRoute(tls)  # the simulator is on this host, over plain HTTP
     return ApiRoute(tls, environment_proxy(settings.api_url, environ))
 
 
-def _account(name: str, settings: Settings, environ: Mapping[str, str]) -> AccountConfig:
-    return AccountConfig(name, settings, read_quotas(settings), api_route(settings, environ))
+def _account(
+    name: str,
+    settings: Settings,
+    environ: Mapping[str, str],
+    contexts: dict[Path | None, ssl.SSLContext] | None = None,
+) -> AccountConfig:
+    route = api_route(settings, environ, contexts)
+    return AccountConfig(name, settings, read_quotas(settings), route)
 
 
 def read_accounts(settings: Settings, environ: Mapping[str, str]) -> dict[str, AccountConfig]:
@@ -155,13 +171,14 @@ def read_accounts(settings: Settings, environ: Mapping[str, str]) -> dict[str, A
     except ConfigFileError as error:
         raise _file_problem(error) from None
     base = {f: getattr(settings, f) for f in settings.model_fields_set - _PROCESS_FIELDS}
+    contexts: dict[Path | None, ssl.SSLContext] = {}
     accounts = {}
     for name, entry in document.accounts.items():
         own = entry.given()
         try:
             account = Settings(**{**base, **own})
             check_sources(account)
-            accounts[name] = _account(name, account, environ)
+            accounts[name] = _account(name, account, environ, contexts)
         except ValidationError as error:
             raise _account_problem(path, name, validation_problems(error)[0], own) from None
         except SettingsError as error:

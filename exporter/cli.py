@@ -43,6 +43,7 @@ from exporter.config import (
     validation_problems,
 )
 from exporter.logging import Redactor, configure_logging
+from exporter.offload import Offload, SnapshotWorker
 from exporter.own_metrics import AccountMetrics, ReloadMetrics, process_registry
 from exporter.poller import PollSettings
 from exporter.reloading import Files, LoadFailed, Reloader
@@ -193,13 +194,17 @@ async def run(settings: Settings, files: Files, environ: Mapping[str, str] = os.
         files = _with_demo_quota(files)
 
     budgets = RateBudgets()
+    # Every account's validating and rendering, one piece at a time (see offload.py).
+    worker = SnapshotWorker()
 
     async def start_account(config: AccountConfig, stack: contextlib.AsyncExitStack) -> Account:
         account_log = log.bind(account=config.name) if multi else None
-        return await _start_account(config, stack, redactor, budgets, account_log, multi=multi)
+        return await _start_account(config, stack, redactor, budgets, account_log, multi=multi,
+                                    offload=worker)  # fmt: skip
 
     # Whatever was started is stopped again, in reverse order, however run() ends.
     async with contextlib.AsyncExitStack() as started:
+        started.callback(worker.close)
         accounts = Accounts(start_account)
         started.push_async_callback(accounts.stop)
         await accounts.apply(files.accounts)
@@ -278,6 +283,7 @@ async def _start_account(
     log: structlog.typing.FilteringBoundLogger | None,
     *,
     multi: bool,
+    offload: Offload,
 ) -> Account:
     """One account's client, token and poller; in the demo, the simulator it polls."""
     settings = config.settings
@@ -288,7 +294,7 @@ async def _start_account(
         source.api_url, token, timeout=settings.api_timeout,
         user_agent=f"{PROG}/{__version__}", observe=metrics.request,
         auth_origin=token.origin, route=config.route,
-        budget=budgets.for_token(source.budget_key),
+        budget=budgets.for_token(source.budget_key), offload=offload,
     )  # fmt: skip
     if config.route.proxy is not None:
         (log or structlog.get_logger("exporter")).info(
@@ -296,4 +302,4 @@ async def _start_account(
             variable=config.route.proxy.variable,
         )  # fmt: skip
     return Account(client, token, PollSettings.from_settings(settings), metrics,
-                   quotas=config.quotas, logger=log)  # fmt: skip
+                   quotas=config.quotas, logger=log, offload=offload)  # fmt: skip

@@ -29,6 +29,7 @@ from prometheus_client.utils import floatToGoString as _untyped_float_to_go_stri
 
 from exporter.api.models import Server, Traffic
 from exporter.metrics import FLOWS, SNAPSHOT_METRICS, MetricDef, Sample, traffic_of
+from exporter.offload import Offload
 from exporter.snapshot import Snapshot
 
 Format = Literal["text", "openmetrics"]
@@ -351,8 +352,9 @@ class Exposition:
     It keeps bytes only, not the snapshot: the records are the poller's to keep or drop.
     """
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, offload: Offload = asyncio.to_thread) -> None:
         self.text = render_snapshot(snapshot, "text")
+        self._offload = offload
         self._bodies: dict[Format, bytes] = {"text": self.text}
         self._compressed: dict[Format, Compressed] = {}
         self._lock = asyncio.Lock()
@@ -366,7 +368,7 @@ class Exposition:
         if fmt not in self._bodies:
             async with self._lock:
                 if fmt not in self._bodies:
-                    self._bodies[fmt] = await asyncio.to_thread(openmetrics_from_text, self.text)
+                    self._bodies[fmt] = await self._offload(openmetrics_from_text, self.text)
         return self._bodies[fmt]
 
     async def compressed(self, fmt: Format) -> Compressed:
@@ -374,7 +376,7 @@ class Exposition:
             async with self._lock:
                 if fmt not in self._compressed:
                     parts = self._parts(fmt)
-                    self._compressed[fmt] = await asyncio.to_thread(compress_open, *parts)
+                    self._compressed[fmt] = await self._offload(compress_open, *parts)
         return self._compressed[fmt]
 
     def _parts(self, fmt: Format) -> list[bytes | memoryview]:
@@ -389,11 +391,16 @@ class ExpositionCache:
     """One account's current rendering: ``update`` renders a new snapshot once, ``get`` serves.
 
     ``on_render`` is told how long each rendering took (``evotic_poll_phase_duration_seconds``
-    with ``phase="render"``).
+    with ``phase="render"``); ``offload`` runs the rendering and the forms built on demand.
     """
 
-    def __init__(self, on_render: Callable[[float], None] = lambda seconds: None) -> None:
+    def __init__(
+        self,
+        on_render: Callable[[float], None] = lambda seconds: None,
+        offload: Offload = asyncio.to_thread,
+    ) -> None:
         self._on_render = on_render
+        self._offload = offload
         self._snapshot: Snapshot | None = None
         self._empty = Exposition(_NOTHING)  # the family headers alone
         self._exposition = self._empty
@@ -403,7 +410,7 @@ class ExpositionCache:
         if snapshot is None or snapshot is self._snapshot:
             return
         started = time.perf_counter()
-        exposition = await asyncio.to_thread(Exposition, snapshot)
+        exposition = await self._offload(Exposition, snapshot, self._offload)
         self._snapshot, self._exposition = snapshot, exposition
         self._on_render(time.perf_counter() - started)
 

@@ -12,6 +12,8 @@ import pytest
 from exporter.accounts_file import DEFAULT_ACCOUNT
 from exporter.cli import SettingsError, load
 
+from .test_webconfig import make_pki
+
 TOKEN = "canary-AccountsFile-7c1e"
 
 
@@ -151,3 +153,20 @@ def test_a_missing_or_unreadable_file(tmp_path: Path) -> None:
         load(["--config.file", str(tmp_path / "missing.yml")])
     with pytest.raises(SettingsError, match="is not valid YAML at line"):
         load(["--config.file", str(config(tmp_path, "accounts: [\n"))])
+
+
+def test_the_accounts_share_one_tls_context_each_trusting_the_ca_file(tmp_path: Path) -> None:
+    # A context holds its own copy of the whole CA bundle (0.7 MB): one for every account.
+    pki = make_pki(tmp_path)
+    names = ("prod", "staging", "eu")
+    entries = "".join(f"  {name}:\n    token_file: {token_file(tmp_path, name)}\n"
+                      for name in names)  # fmt: skip
+    path = config(tmp_path, f"accounts:\n{entries}")
+    plain = load(["--config.file", str(path)]).accounts
+    assert len({id(plain[name].route.tls) for name in names}) == 1
+    trusting = load(["--config.file", str(path), "--api.ca-file", str(pki.ca)]).accounts
+    assert len({id(trusting[name].route.tls) for name in names}) == 1
+    # Each reading makes its own, and the CA file's certificate is in the one they share.
+    assert trusting["prod"].route.tls is not plain["prod"].route.tls
+    ours = trusting["eu"].route.tls.cert_store_stats()["x509_ca"]
+    assert ours == plain["eu"].route.tls.cert_store_stats()["x509_ca"] + 1

@@ -31,14 +31,34 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     output = tmp_path_factory.mktemp("benchmark")
     finished = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--smoke", "--output", str(output), "--no-readme"],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-    return json.loads((output / "latest.json").read_text()), finished.stdout
+    return output, finished.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run: tuple[Path, str]) -> Smoke:
+    output, stdout = smoke_run
+    return json.loads((output / "latest.json").read_text()), stdout
+
+
+@pytest.fixture(scope="module")
+def accounts(smoke_run: tuple[Path, str]) -> Smoke:
+    """The several-accounts part of the smoke run: 3 accounts of 100 servers."""
+    output, stdout = smoke_run
+    return json.loads((output / "accounts.json").read_text()), stdout
+
+
+def _sane(stats: dict[str, Any]) -> None:
+    assert stats["requests"] > 0, stats
+    assert stats["errors"] == 0, stats
+    assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+    assert stats["body_bytes"] > 0
 
 
 def test_every_scrape_mode_is_measured_for_every_server(smoke: Smoke) -> None:
@@ -87,3 +107,54 @@ def test_poll_cpu_phases_and_memory_are_reported(smoke: Smoke) -> None:
     machine = report["machine"]
     assert all(machine[key] for key in ("cpu", "cores", "memory_gib", "python", "nginx"))
     assert "| 1,000 | plain x1 |" in stdout
+
+
+def test_every_account_is_scraped_next_to_nginx_serving_its_own_bytes(accounts: Smoke) -> None:
+    report = accounts[0]
+    assert (report["accounts"], report["servers_per_account"]) == (3, 100)
+    per_account = report["per_account"]
+    assert list(per_account) == ["account-01", "account-02", "account-03"]
+    for name, account in per_account.items():
+        payload = account["payload"]
+        assert payload["static_identical"] is True, name
+        assert payload["gzip_decodes_to_same_series"] is True, name
+        assert 0 < payload["gzip_bytes"] < payload["plain_bytes"]
+        assert payload["samples"] > 10 * 100
+        for target in ("exporter", "static"):
+            for mode in MODES:
+                _sane(account["scrape"][target][mode])
+        for mode in MODES:
+            assert account["ratios"][mode]["median_vs_static"] > 0
+            assert account["ratios"][mode]["p99_vs_median"] >= 1
+        assert account["first_poll_s"] > 0
+        assert account["poll_under_load_s"] > 0
+    # Each account was served its own fleet, not one account's servers under every name.
+    assert len({a["payload"]["series_sha256"] for a in per_account.values()}) == 3
+    _sane(report["healthz"])
+
+
+def test_the_worst_account_and_the_goals_are_reported(accounts: Smoke) -> None:
+    report, stdout = accounts
+    per_account = report["per_account"]
+    assert set(report["worst"]) == set(MODES)
+    for mode, worst in report["worst"].items():
+        ratios = {name: a["ratios"][mode]["median_vs_static"] for name, a in per_account.items()}
+        assert worst["median_vs_static"] == max(ratios.values())
+        assert ratios[worst["median_account"]] == worst["median_vs_static"]
+        assert worst["p99_account"] in per_account
+    goals = {goal["target"]: goal for goal in report["goals"]}
+    assert len(goals) == len(MODES) + 1
+    for goal in goals.values():
+        assert goal["measured"] > 0
+        assert goal["met"] == (goal["measured"] <= goal["limit"])
+    assert goals["peak RSS"]["limit"] == 130
+    rss = report["peak_rss_mb"]
+    assert rss["exporter"] == max(rss["exporter_scrapes_only"], rss["exporter_polls_under_scrapes"])
+    assert rss["exporter_scrapes_only"] > 10
+    poll = report["poll"]
+    assert poll["every_account_polled"] is True
+    for run in poll["under_load"].values():
+        assert run["requests"] > 0, run
+        assert run["errors"] == 0, run
+    assert "| account-01 |" in stdout
+    assert "**Goals** (3 accounts of 100 servers in one process)" in stdout

@@ -43,6 +43,7 @@ from exporter.api.models import (
 )
 from exporter.api.network import ApiRoute
 from exporter.api.ratelimit import RateBudget
+from exporter.offload import Offload
 
 ENDPOINT_SERVERS = "servers"
 ENDPOINT_STATUS = "server_status"
@@ -214,6 +215,7 @@ class EvoticClient:
     only to the configured API origin: redirects are refused and a ``links.next`` pointing
     elsewhere is an invalid response. ``route`` says whom to trust and which proxy to use;
     a proxy is refused for an ``http://`` API, where it would read the token in clear.
+    ``offload`` runs the validation of each page, away from the event loop.
     """
 
     def __init__(
@@ -233,8 +235,10 @@ class EvoticClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        offload: Offload = asyncio.to_thread,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._offload = offload
         self.base_url = self._base
         self._origin = urlsplit(self._base)[:2]
         self._token = token
@@ -295,7 +299,7 @@ class EvoticClient:
         """
         started = time.perf_counter()
         first_url = f"{self._base}/servers"
-        first = await _parse(await self._get(first_url, ENDPOINT_SERVERS))
+        first = await self._parse(await self._get(first_url, ENDPOINT_SERVERS))
         results = [first]
         if first.next_url and first.last_page and _has_page_param(first.next_url):
             self._check_origin(first.next_url)
@@ -305,7 +309,7 @@ class EvoticClient:
             async def fetch(page: int) -> _PageResult:
                 async with limit:
                     body = await self._get(_page_url(first.next_url or "", page), ENDPOINT_SERVERS)
-                return await _parse(body)
+                return await self._parse(body)
 
             results += await asyncio.gather(*(fetch(page) for page in range(2, last + 1)))
         else:
@@ -316,11 +320,15 @@ class EvoticClient:
                 if next_url in seen or len(seen) >= MAX_PAGES:
                     raise InvalidResponseError("listing pagination loops or never ends")
                 seen.add(next_url)
-                page = await _parse(await self._get(next_url, ENDPOINT_SERVERS))
+                page = await self._parse(await self._get(next_url, ENDPOINT_SERVERS))
                 results.append(page)
                 next_url = page.next_url
         validate_seconds = sum(result.validate_seconds for result in results)
         return _merge(results, time.perf_counter() - started - validate_seconds, validate_seconds)
+
+    async def _parse(self, body: bytes) -> _PageResult:
+        # Validation is CPU work: off the event loop, so scrapes are served meanwhile.
+        return await self._offload(parse_listing_page, body)
 
     async def server_status(self, server_id: str) -> ServerStatus:
         """``GET /servers/{id}/status`` (the documentation misprints this URL)."""
@@ -443,11 +451,6 @@ class EvoticClient:
                 f"{endpoint}: the answer was cut off after {received}{expected} bytes"
             ) from None
         return b"".join(chunks)
-
-
-async def _parse(body: bytes) -> _PageResult:
-    # Validation is CPU work: off the event loop, so scrapes are served meanwhile.
-    return await asyncio.to_thread(parse_listing_page, body)
 
 
 def _merge(results: list[_PageResult], fetch_seconds: float, validate_seconds: float) -> Listing:
