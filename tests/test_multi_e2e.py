@@ -89,8 +89,14 @@ def test_prometheus_scrapes_each_account_as_its_own_target(tmp_path: Path) -> No
                     return {r["metric"]["account"]: int(r["value"][1]) for r in found}
 
                 wait_until(lambda: counted() == SIZES, timeout=30, what="each account's servers")
-                health = prom.query('evotic_up{job="evotic-exporter"}')
-                assert {r["metric"]["account"] for r in health} == {"prod", "staging"}
+
+                # The /metrics job is scraped on its own schedule: wait for its first scrape.
+                def watched() -> set[str]:
+                    health = prom.query('evotic_up{job="evotic-exporter"}')
+                    return {r["metric"]["account"] for r in health}
+
+                wait_until(lambda: watched() == {"prod", "staging"}, timeout=30,
+                           what="every account's health on /metrics")  # fmt: skip
                 # /metrics of a multi-account exporter carries no per-server series.
                 assert prom.query('evotic_server_info{job="evotic-exporter"}') == []
 
