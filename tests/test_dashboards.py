@@ -836,7 +836,11 @@ def multi_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiStack
             lambda: len(prom.query(f"rate(evotic_server_traffic_bytes_total[{RANGE}])")) > 0
             and len(prom.query("evotic:server_traffic_bytes:forecast_period_end")) > 0
             and {r["metric"].get("account") for r in prom.query(
-                f'rate(evotic_api_requests_total{{job="evotic"}}[{RANGE}])')} == set(MULTI_TOKENS),
+                f'rate(evotic_api_requests_total{{job="evotic"}}[{RANGE}])')} == set(MULTI_TOKENS)
+            # The /metrics job is scraped on its own schedule: its rates too.
+            and len(prom.query(f'rate(process_cpu_seconds_total{{job="{JOB}"}}[{RANGE}])')) > 0
+            and {r["metric"].get("account") for r in prom.query(
+                f'rate(evotic_api_requests_total{{job="{JOB}"}}[{RANGE}])')} == set(MULTI_TOKENS),
             timeout=60, interval=0.5, what=f"data in prometheus:\n{prom.output()}",
         )  # fmt: skip
         yield MultiStack(sims, exp, prom, target)
