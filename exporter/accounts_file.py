@@ -34,6 +34,7 @@ from exporter.config import (
     SettingsError,
     check_sources,
     describe_setting,
+    file_problem,
     read_quotas,
     validation_problems,
 )
@@ -169,7 +170,7 @@ def read_accounts(settings: Settings, environ: Mapping[str, str]) -> dict[str, A
     try:
         document = load_file(path, ConfigFile, ConfigFileError)
     except ConfigFileError as error:
-        raise _file_problem(error) from None
+        raise file_problem("config_file", error) from None
     base = {f: getattr(settings, f) for f in settings.model_fields_set - _PROCESS_FIELDS}
     contexts: dict[Path | None, ssl.SSLContext] = {}
     accounts = {}
@@ -195,10 +196,4 @@ def _account_problem(path: Path, name: str, problem: Problem, own: Mapping[str, 
         key = f"{key}.{_FIELD_KEYS[problem.field]}"
     elif problem.field is not None:
         message = f"{describe_setting(problem.field)}: {message}"
-    return _file_problem(ConfigFileError(path, key, message))
-
-
-def _file_problem(error: ConfigFileError) -> SettingsError:
-    # A mistake at a key names the file here; one about the whole file names it already.
-    where = f"{error.path}: " if error.path is not None and error.key is not None else ""
-    return SettingsError([Problem("config_file", f"{where}{error}")])
+    return file_problem("config_file", ConfigFileError(path, key, message))

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from exporter.api.errors import TokenFileError
 from exporter.api.token import clean_token, read_token_file
 from exporter.quota import QuotaError, Quotas, Size, load_quotas
+from exporter.schema import FileError
 
 DEFAULT_PORT = 19875
 ENV_PREFIX = "EVOTIC_"
@@ -289,9 +290,14 @@ def read_quotas(settings: Settings) -> Quotas:
     try:
         return load_quotas(settings.traffic_quota_bytes, settings.traffic_quota_file)
     except QuotaError as error:
-        # A mistake at a key names the file here; one about the whole file names it already.
-        where = f"{error.path}: " if error.path is not None and error.key is not None else ""
-        raise SettingsError([Problem("traffic_quota_file", f"{where}{error}")]) from None
+        raise file_problem("traffic_quota_file", error) from None
+
+
+def file_problem(field: str, error: FileError) -> SettingsError:
+    """The setting that names a file, with the file's one-line mistake."""
+    # A mistake at a key names the file here; one about the whole file names it already.
+    where = f"{error.path}: " if error.path is not None and error.key is not None else ""
+    return SettingsError([Problem(field, f"{where}{error}")])
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:

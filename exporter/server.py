@@ -124,6 +124,11 @@ def _text(status: int, line: str) -> tuple[int, Headers, list[bytes]]:
     return status, [(b"content-type", PLAIN)], [f"{line}\n".encode()]
 
 
+def _no_such_account(accounts: Mapping[str, Account]) -> tuple[int, Headers, list[bytes]]:
+    # Only a configured name is echoed; anything else could be a URL or a token.
+    return _text(404, f"no account of that name (the accounts: {', '.join(accounts) or 'none'})")
+
+
 @dataclass(frozen=True)
 class _Access:
     """Who may read the data, and the headers every response carries: what a reload of the web
@@ -274,9 +279,7 @@ class ExporterApp:
         accounts = self._accounts()
         target = accounts.get(targets[0])
         if target is None:
-            # Only a configured name is echoed; anything else could be a URL or a token.
-            return _text(404, "no account of that name (the accounts: "
-                         f"{', '.join(accounts) or 'none'})")  # fmt: skip
+            return _no_such_account(accounts)
         return await self._serve(scope, target.view(), (target.metrics.registry,))
 
     async def _serve(
@@ -336,8 +339,7 @@ class ExporterApp:
         accounts = self._accounts()
         targets = parse_qs(scope["query_string"].decode("latin-1")).get("target")
         if targets is not None and (len(targets) > 1 or targets[0] not in accounts):
-            return _text(404, "no account of that name (the accounts: "
-                         f"{', '.join(accounts) or 'none'})")  # fmt: skip
+            return _no_such_account(accounts)
         names = targets or list(accounts)
         for name in names:
             accounts[name].poll_now()
