@@ -75,7 +75,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 def _exporter(
     tmp_path: Path, network: Network, api: RunningSimulator, env: dict[str, str]
 ) -> contextlib.AbstractContextManager[Process]:
-    """The exporter polling ``api`` every second, trusting the test CA through the variable."""
+    """The exporter polling ``api`` every 5 s, trusting the test CA through the variable."""
     ca = {"EVOTIC_API_CA_FILE": str(network.pki.ca)}
     return exporter(tmp_path, "--api.url", api.url, "--api.token-file", str(network.token_file),
                     "--poll.interval", "1", env={**ca, **env})  # fmt: skip
