@@ -894,16 +894,13 @@ def test_state_describes_servers_and_faults() -> None:
 # -- size ------------------------------------------------------------------------------------
 
 
-def test_listing_of_ten_thousand_servers_is_quick_and_complete() -> None:
+def test_listing_of_ten_thousand_servers_is_complete_and_cached_for_a_second() -> None:
     clock = FakeClock()
     fleet = Fleet(clock, servers=10_000)
-    started = time.perf_counter()
     body = fleet.listing_json()
-    elapsed = time.perf_counter() - started
     servers = json.loads(body)
     assert len(servers) == 10_000
     assert len({s["id"] for s in servers}) == 10_000
-    assert elapsed < 2.0  # about 0.1 s on a laptop; generous for loaded CI machines
     assert fleet.listing_json() is body  # the same second: served from the cache
     clock.now += 1
     assert fleet.listing_json() is not body
