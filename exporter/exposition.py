@@ -312,16 +312,27 @@ def openmetrics_from_text(text: bytes) -> bytes:
 # --------------------------------------------------------------------------- gzip
 
 
-@dataclass(frozen=True)
 class Compressed:
-    """A gzip stream left open: ``head`` is sent as is; ``finish(tail)`` closes it."""
+    """A gzip stream left open: ``head`` is sent as is; ``finish(tail)`` closes it.
 
-    head: bytes
-    _state: zlib._Compress
+    The last ending is kept with its tail: between two changes of an account's own metrics,
+    scrapes bring the same tail (the same bytes object) and compress nothing.
+    """
+
+    __slots__ = ("_ending", "_state", "_tail", "head")
+
+    def __init__(self, head: bytes, state: zlib._Compress) -> None:
+        self.head = head
+        self._state = state
+        self._tail: bytes | None = None
+        self._ending = b""
 
     def finish(self, tail: bytes) -> bytes:
-        stream = self._state.copy()
-        return stream.compress(tail) + stream.flush(zlib.Z_FINISH)
+        if tail is not self._tail:
+            stream = self._state.copy()
+            self._ending = stream.compress(tail) + stream.flush(zlib.Z_FINISH)
+            self._tail = tail
+        return self._ending
 
 
 # Input fed to the compressor at a time, so that its output comes in pieces too.

@@ -3,7 +3,8 @@
 Each part records what it knows when it knows it: the poller each poll's outcome, the exposition
 cache each rendering's time, the API client each request, a scrape what it serves (``evotic_up``
 and ``evotic_servers``, which depend on the time as well as on the last poll). Names, types,
-help texts and labels come from ``exporter/metrics.py``.
+help texts and labels come from ``exporter/metrics.py``. An account's metrics are rendered once
+per change, not once per scrape: between two polls, ``/probe`` serves the same bytes.
 
 ``evotic_up 1`` / ``evotic_poll_errors_total{reason="timeout"} 3`` / ...
 """
@@ -13,12 +14,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client import disable_created_metrics as _untyped_disable_created_metrics
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 from exporter.api.errors import POLL_REASONS
+from exporter.exposition import Format
 from exporter.health import Health
 from exporter.metrics import (
     API_DURATION,
@@ -42,6 +52,12 @@ from exporter.metrics import (
 from exporter.snapshot import Outcome, Snapshot
 
 disable_created_metrics = cast(Callable[[], None], _untyped_disable_created_metrics)
+_openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
+
+
+def render_registry(registry: CollectorRegistry, fmt: Format) -> bytes:
+    """``registry`` in the text format, or in OpenMetrics with its ``# EOF``."""
+    return generate_latest(registry) if fmt == "text" else _openmetrics_latest(registry)
 
 
 class AccountMetrics:
@@ -74,6 +90,19 @@ class AccountMetrics:
             buckets=REQUEST_BUCKETS, registry=registry,
         )  # fmt: skip
         self._shown: set[Gauge] = set()
+        self._serving: tuple[float, int, int] | None = None
+        self._rendered: dict[Format, bytes] = {}
+
+    def rendered(self, fmt: Format) -> bytes:
+        """The registry in ``fmt``, rendered at the first scrape after a change of any of its
+        metrics; every method below that changes one says so."""
+        body = self._rendered.get(fmt)
+        if body is None:
+            body = self._rendered[fmt] = render_registry(self.registry, fmt)
+        return body
+
+    def _changed(self) -> None:
+        self._rendered.clear()
 
     def _show(self, gauge: Gauge) -> Gauge:
         if gauge not in self._shown:
@@ -83,6 +112,7 @@ class AccountMetrics:
 
     def poll_finished(self, outcome: Outcome, snapshot: Snapshot | None) -> None:
         """One poll's outcome; ``snapshot`` is the one it published if it succeeded."""
+        self._changed()
         self._show(self._duration).set(outcome.duration)
         if outcome.reason is not None:
             self._errors.labels(outcome.reason).inc()
@@ -95,15 +125,18 @@ class AccountMetrics:
 
     def phase(self, phase: str, seconds: float) -> None:
         """A phase timed outside the poll itself: ``render`` and ``status``."""
+        self._changed()
         self._phases.labels(phase).set(seconds)
 
     def request(self, endpoint: str, code: str, seconds: float) -> None:
         """One HTTP request to the API, answered or not (an ``exporter.api`` observer)."""
+        self._changed()
         self._requests.labels(endpoint, code).inc()
         self._request_seconds.labels(endpoint).observe(seconds)
 
     def rate_limit(self, limit: int, remaining: int) -> None:
         """What the API last said of its rate limit window (a ``RateBudget`` listener)."""
+        self._changed()
         self._show(self._rate_limit).set(limit)
         self._show(self._rate_remaining).set(remaining)
 
@@ -111,9 +144,15 @@ class AccountMetrics:
         """What the scrape being answered serves: whether the account is up (0 when the data is
         stale, whatever the last poll did), how many servers it exports and how many of them are
         kept from their last valid record (all 0 when the data is stale)."""
-        self._up.set(1.0 if health.up else 0.0)
-        self._servers.set(health.servers)
-        self._kept.set(health.kept)
+        figures = (1.0 if health.up else 0.0, health.servers, health.kept)
+        if figures == self._serving:
+            return
+        self._changed()
+        self._serving = figures
+        up, servers, kept = figures
+        self._up.set(up)
+        self._servers.set(servers)
+        self._kept.set(kept)
 
 
 class ReloadMetrics:

@@ -2,8 +2,8 @@
 as a plain ASGI app.
 
 ``/probe?target=NAME`` is an account's per-server exposition from its cache (rendered once per
-snapshot), followed by the account's own metrics, which prometheus_client renders for each
-scrape. Without a configuration file ``/metrics`` is the same for the one account plus the
+snapshot), followed by the account's own metrics (rendered by prometheus_client once per change
+of any of them). Without a configuration file ``/metrics`` is the same for the one account plus the
 process's metrics; with one, it is the process's metrics and every account's own metrics, each
 labelled with its account. Nothing here waits for the Evotic API.
 """
@@ -15,17 +15,16 @@ import html
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import cast
+from functools import partial
 from urllib.parse import parse_qs, quote
 
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client import CollectorRegistry
 
 from exporter.account import Account, Status, View
 from exporter.accounts_file import DEFAULT_ACCOUNT
 from exporter.exposition import Format, compress_open
-from exporter.own_metrics import AccountScalars, LabelledAccounts
+from exporter.own_metrics import AccountScalars, LabelledAccounts, render_registry
 from exporter.webconfig import CHALLENGE, BasicAuth
 from exporter.webserver import Receive, Scope, Send
 
@@ -40,7 +39,8 @@ METHODS = (b"GET", b"HEAD")
 PROTECTED = frozenset({"/", "/metrics", "/probe", "/-/reload", "/-/poll"})
 LIFECYCLE_OFF = "the lifecycle API is off: start with --web.enable-lifecycle"
 
-_openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
+# What a scrape's own part is made of: each renders itself in a format.
+Rendering = Callable[[Format], bytes]
 
 
 def _media_ranges(header: str) -> list[tuple[str, dict[str, str], float]]:
@@ -89,14 +89,15 @@ def negotiate(accept: str, accept_encoding: str) -> tuple[Format, bool]:
     return fmt, gzip
 
 
-def _render(fmt: Format, registries: tuple[CollectorRegistry, ...]) -> bytes:
-    """``registries`` rendered one after the other, with one ``# EOF`` at the end in
-    OpenMetrics."""
-    if fmt == "text":
-        return b"".join(generate_latest(registry) for registry in registries)
-    *first, last = registries
-    body = [_openmetrics_latest(registry).removesuffix(b"# EOF\n") for registry in first]
-    return b"".join([*body, _openmetrics_latest(last)])
+def _render(fmt: Format, parts: tuple[Rendering, ...]) -> bytes:
+    """``parts`` rendered one after the other, with one ``# EOF`` at the end in OpenMetrics. A
+    single part's bytes are its own, so that an unchanged part is the same object again."""
+    bodies = [part(fmt) for part in parts]
+    if len(bodies) == 1:
+        return bodies[0]
+    if fmt == "openmetrics":
+        bodies[:-1] = [body.removesuffix(b"# EOF\n") for body in bodies[:-1]]
+    return b"".join(bodies)
 
 
 # Bodies larger than SEND_WHOLE go out in slices of SEND_SLICE. Hypercorn waits for the socket to
@@ -171,15 +172,18 @@ class ExporterApp:
     ) -> None:
         self._accounts = accounts
         self._multi = multi
-        self._process = process
-        self._labelled = CollectorRegistry()
-        self._labelled.register(LabelledAccounts(
+        labelled = CollectorRegistry()
+        labelled.register(LabelledAccounts(
             lambda: {name: account.metrics for name, account in self._accounts().items()}
         ))  # fmt: skip
-        self._labelled.register(AccountScalars(
+        labelled.register(AccountScalars(
             lambda: {name: account.view().health.snapshot
                      for name, account in self._accounts().items()}
         ))  # fmt: skip
+        # The process's metrics and the accounts' labelled ones change all the time: rendered
+        # at every scrape.
+        self._render_process: Rendering = partial(render_registry, process)
+        self._render_labelled: Rendering = partial(render_registry, labelled)
         self._version = version
         self._reload = reload
         self._access = _Access.of(extra_headers, auth)
@@ -267,11 +271,12 @@ class ExporterApp:
         if self._multi:
             for each in accounts.values():
                 each.view()  # each account's evotic_up and counts as of now
-            return await self._serve(scope, None, (self._labelled, self._process))
+            return await self._serve(scope, None, (self._render_labelled, self._render_process))
         account = accounts.get(DEFAULT_ACCOUNT)
         if account is None:  # stopping: nothing of the account to say
-            return await self._serve(scope, None, (self._process,))
-        return await self._serve(scope, account.view(), (account.metrics.registry, self._process))
+            return await self._serve(scope, None, (self._render_process,))
+        return await self._serve(scope, account.view(),
+                                 (account.metrics.rendered, self._render_process))  # fmt: skip
 
     async def _probe(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
         targets = parse_qs(scope["query_string"].decode("latin-1")).get("target", [])
@@ -283,18 +288,18 @@ class ExporterApp:
         target = accounts.get(targets[0])
         if target is None:
             return _no_such_account(accounts)
-        return await self._serve(scope, target.view(), (target.metrics.registry,))
+        return await self._serve(scope, target.view(), (target.metrics.rendered,))
 
     async def _serve(
-        self, scope: Scope, view: View | None, registries: tuple[CollectorRegistry, ...]
+        self, scope: Scope, view: View | None, parts: tuple[Rendering, ...]
     ) -> tuple[int, Headers, list[bytes]]:
-        """An account's per-server exposition (if any) followed by ``registries``."""
+        """An account's per-server exposition (if any) followed by ``parts``."""
         request = {k.lower(): v for k, v in scope["headers"]}
         fmt, gzip = negotiate(
             request.get(b"accept", b"").decode("latin-1"),
             request.get(b"accept-encoding", b"").decode("latin-1"),
         )
-        own = _render(fmt, registries)
+        own = _render(fmt, parts)
         headers: Headers = [
             (b"content-type", OPENMETRICS_TYPE if fmt == "openmetrics" else TEXT_TYPE),
             (b"vary", b"Accept, Accept-Encoding"),

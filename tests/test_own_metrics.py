@@ -33,7 +33,13 @@ from exporter.metrics import (
     REQUEST_BUCKETS,
     MetricDef,
 )
-from exporter.own_metrics import AccountMetrics, LabelledAccounts, ReloadMetrics, process_registry
+from exporter.own_metrics import (
+    AccountMetrics,
+    LabelledAccounts,
+    ReloadMetrics,
+    process_registry,
+    render_registry,
+)
 from exporter.poller import PollSettings
 from exporter.snapshot import Outcome, Snapshot
 from simulator import FaultSet, Fleet, SimulatorApp
@@ -237,6 +243,37 @@ def test_serving_reports_what_the_scrape_serves() -> None:
     assert tuple(value(metrics, name) for name in counts) == (0, 12, 3)
     metrics.serving(Health(False, "data is stale", None))
     assert tuple(value(metrics, name) for name in counts) == (0, 0, 0)
+
+
+def test_the_rendering_follows_every_change_and_is_reused_until_one() -> None:
+    metrics = AccountMetrics()
+    snapshot = Snapshot(servers=_servers(4), taken_at=T0)
+
+    def check(changed: bool) -> None:
+        for fmt in ("text", "openmetrics"):
+            body = metrics.rendered(fmt)
+            assert body == render_registry(metrics.registry, fmt)  # never stale
+            assert (body is not seen[fmt]) == changed
+            seen[fmt] = body
+
+    seen = {fmt: metrics.rendered(fmt) for fmt in ("text", "openmetrics")}
+    check(changed=False)
+    metrics.serving(Health(True, "ok", snapshot, up=True))
+    check(changed=True)
+    metrics.serving(Health(True, "ok", snapshot, up=True))  # what most scrapes see
+    check(changed=False)
+    metrics.serving(Health(True, "ok", snapshot, up=False))
+    check(changed=True)
+    metrics.request("servers", "200", 0.05)
+    check(changed=True)
+    metrics.poll_finished(Outcome(T0, 1.0, phases=(("fetch", 0.5),)), snapshot)
+    check(changed=True)
+    metrics.phase("render", 0.01)
+    check(changed=True)
+    metrics.rate_limit(60, 59)
+    check(changed=True)
+    assert value(metrics, "evotic_api_rate_limit_remaining_requests") == 59
+    assert b"evotic_api_rate_limit_remaining_requests 59.0" in metrics.rendered("text")
 
 
 def test_each_account_has_a_registry_of_its_own() -> None:

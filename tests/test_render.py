@@ -163,6 +163,20 @@ def test_exposition_serves_the_same_bytes_in_every_form() -> None:
     assert exposition.series == sum(len(s) for s in server_samples(snapshot).values())
 
 
+def test_a_gzip_ending_is_compressed_again_for_a_new_tail_only() -> None:
+    exposition = Exposition(_simulated_snapshot(50))
+    packed = asyncio.run(exposition.compressed("text"))
+    first_tail, second_tail = b"evotic_up 1.0\n", b"evotic_up 0.0\n"
+    ending = packed.finish(first_tail)
+    assert packed.finish(first_tail) is ending  # the same tail: nothing compressed again
+    changed = packed.finish(second_tail)
+    assert gzip.decompress(packed.head + changed) == exposition.text + second_tail
+    equal_but_new = bytes(bytearray(first_tail))  # equal bytes, another object
+    assert gzip.decompress(packed.head + packed.finish(equal_but_new)) == (
+        exposition.text + first_tail
+    )
+
+
 def test_number_formatting_matches_prometheus_client() -> None:
     # The fast path formats numbers itself; every magnitude must come out as Go's form.
     rng = random.Random(11)
