@@ -598,7 +598,13 @@ def bench_accounts(
                 }
                 per_account[name]["payload"] = check_payload(plain, packed)
                 answers[name] = (plain, packed)
-            with running(services.nginx(workdir, probes=answers)) as static:
+            first = names[0]
+            with (
+                running(services.nginx(workdir, probes=answers)) as static,
+                # The first account's answers once more, from the exporter's own server with
+                # nothing behind it: the least a scrape through that server costs.
+                running(services.floor(workdir, *answers[first])) as floor,
+            ):
                 for name, path in paths.items():
                     served_plain = scraper.fetch("127.0.0.1", static.port, path).body
                     served_gzip = scraper.fetch(
@@ -607,13 +613,22 @@ def bench_accounts(
                     per_account[name]["payload"]["static_identical"] = (
                         served_plain == answers[name][0] and served_gzip == answers[name][1]
                     )
-                del answers, plain, packed, served_plain, served_gzip
+                floor_plain = scraper.fetch("127.0.0.1", floor.port, paths[first]).body
+                floor_gzip = scraper.fetch(
+                    "127.0.0.1", floor.port, paths[first], {"Accept-Encoding": "gzip"}
+                ).body
+                result["floor_identical"] = (floor_plain, floor_gzip) == answers[first]
+                del answers, plain, packed, served_plain, served_gzip, floor_plain, floor_gzip
                 for name, path in paths.items():
                     log(f"scrapes of {path}")
-                    scrape = scrape_modes({"exporter": exp, "static": static}, args.requests,
-                                          args.seconds, args.rounds, path=path)  # fmt: skip
+                    targets = {"exporter": exp, "static": static}
+                    if name == first:
+                        targets["floor"] = floor
+                    scrape = scrape_modes(targets, args.requests, args.seconds, args.rounds,
+                                          path=path)  # fmt: skip
                     per_account[name]["scrape"] = scrape
                     per_account[name]["ratios"] = ratios(scrape)
+                result["floor"] = floor_ratios(first, per_account[first]["scrape"])
             # The least any answer costs: three bytes, nothing rendered.
             result["healthz"] = scraper.measure(
                 "127.0.0.1", exp.port, "/healthz", gzip=False, workers=1,
@@ -660,6 +675,19 @@ def bench_accounts(
     result["load_average_end"] = os.getloadavg()[0]
     log("done")
     return result
+
+
+def floor_ratios(account: str, scrape: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The floor server's medians for ``account``, over nginx's and under the exporter's."""
+    modes: dict[str, dict[str, float]] = {}
+    for mode, stats in scrape["floor"].items():
+        floor, static = stats["median_ms"], scrape["static"][mode]["median_ms"]
+        modes[mode] = {
+            "median_ms": floor,
+            "floor_vs_static": round(floor / static, 2),
+            "exporter_vs_floor": round(scrape["exporter"][mode]["median_ms"] / floor, 2),
+        }
+    return {"account": account, "modes": modes}
 
 
 def worst_ratios(per_account: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -1116,6 +1144,7 @@ def markdown_accounts(report: dict[str, Any]) -> str:
         f"An answer of three bytes (`/healthz`) takes {_ms(report['healthz'], 'median_ms')} ms "
         f"(median): what any answer costs the exporter before it has sent a byte of metrics.",
         "",
+        *floor_lines(report["floor"]),
         f"**Polls and memory.** Ready (`/readyz`: every account's first poll in) "
         f"{report['ready_after_s']:.1f} s after the process started (each poller starts "
         f"after a random delay of up to a tenth of its interval, at most 5 s), polls of "
@@ -1142,6 +1171,22 @@ def markdown_accounts(report: dict[str, Any]) -> str:
         lines.append(f"| {goal['target']} | {goal['measured']}{goal['unit']} | "
                      f"≤{goal['limit']}{goal['unit']} | {met} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def floor_lines(floor: dict[str, Any]) -> list[str]:
+    """The floor server's table: its median, its ratio to nginx's, the exporter's to its."""
+    lines = [
+        f"**The server's floor.** The exporter's own server (`AsgiServer`: Hypercorn with its "
+        f"limits and `Guard`) sending {floor['account']}'s answers from an app that does "
+        f"nothing else (`floor.py`), in the same alternating windows:",
+        "",
+        "| mode | floor median, ms | floor ÷ nginx | exporter ÷ floor |",
+        "|---|---:|---:|---:|",
+    ]
+    for mode, figures in floor["modes"].items():
+        ratios = f"{figures['floor_vs_static']} | {figures['exporter_vs_floor']}"
+        lines.append(f"| {_mode_label(mode)} | {_ms(figures, 'median_ms')} | {ratios} |")
+    return [*lines, ""]
 
 
 def _range(values: list[float], unit: str = "", digits: int = 0) -> str:

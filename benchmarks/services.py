@@ -230,6 +230,30 @@ def _exporter(workdir: Path, args: Sequence[str], *, interval: float, name: str)
     return service
 
 
+def floor(workdir: Path, plain: bytes, packed: bytes) -> Service:
+    """The exporter's HTTP server serving ``plain`` and ``packed`` from a bare app
+    (``floor.py``), with only the libraries the exporter installs."""
+    files = workdir / "floor"
+    files.mkdir(exist_ok=True)
+    (files / "plain").write_bytes(plain)
+    (files / "gzip").write_bytes(packed)
+    port = free_port()
+    argv = [sys.executable, str(HERE / "floor.py"), str(port), str(files / "plain"),
+            str(files / "gzip")]  # fmt: skip
+    service = _spawn("floor", argv, workdir, port, runtime_only=True)
+
+    def ready() -> bool:
+        service.check_alive()
+        return http_status(service.url) == 200
+
+    try:
+        wait_until(ready, 60, "the floor server")
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
 def reference(workdir: Path, api_url: str, servers: int) -> Service:
     """The prometheus_client reference; it listens only once its first poll is done."""
     port = free_port()

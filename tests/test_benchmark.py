@@ -158,3 +158,21 @@ def test_the_worst_account_and_the_goals_are_reported(accounts: Smoke) -> None:
         assert run["errors"] == 0, run
     assert "| account-01 |" in stdout
     assert "**Goals** (3 accounts of 100 servers in one process)" in stdout
+
+
+def test_the_servers_floor_serves_the_first_accounts_bytes_and_is_reported(
+    accounts: Smoke,
+) -> None:
+    report, stdout = accounts
+    assert report["floor_identical"] is True
+    floor = report["floor"]
+    assert floor["account"] == "account-01"
+    scrape = report["per_account"]["account-01"]["scrape"]
+    assert set(floor["modes"]) == set(MODES)
+    for mode, figures in floor["modes"].items():
+        _sane(scrape["floor"][mode])
+        assert figures["median_ms"] == scrape["floor"][mode]["median_ms"]
+        expected = scrape["exporter"][mode]["median_ms"] / figures["median_ms"]
+        assert figures["exporter_vs_floor"] == round(expected, 2)
+    assert "floor" not in report["per_account"]["account-02"]["scrape"]
+    assert "**The server's floor.**" in stdout
