@@ -334,13 +334,21 @@ def _github_anchor(heading: str) -> str:
 
 
 def test_runbook_anchors_exist_in_the_readme() -> None:
-    readme = ROOT / "README.md"
-    if not readme.exists():
-        pytest.skip("README.md is not written yet")
     anchors = {
         _github_anchor(line.lstrip("#"))
-        for line in readme.read_text(encoding="utf-8").splitlines()
+        for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
         if line.startswith("#")
     }
     missing = [name for name in ALERTS if f"alert-{name.lower()}" not in anchors]
     assert not missing, f"README.md has no runbook heading for {missing}"
+
+
+def test_the_readme_alert_table_lists_every_alert_with_its_severity_and_wait() -> None:
+    rows = {}
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| `Evotic") and len(cells) == 4:
+            rows[cells[0].strip("`")] = (cells[1], cells[2])
+    assert rows == {
+        name: (rule["labels"]["severity"], rule["for"]) for name, rule in ALERTS.items()
+    }
