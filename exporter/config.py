@@ -256,18 +256,18 @@ class ExposedFile:
 
 
 def exposed_files(settings: Settings, key_file: Path | None) -> list[ExposedFile]:
-    """The token file and the TLS key where other users may read them, and those two and the
-    web configuration file where other users may change them (which would let them swap the
-    token, the key or the authentication). Only the permission bits for "other" count: a
-    group is often how the exporter's user is meant to read a file (Kubernetes' ``fsGroup``).
+    """The token file, the TLS key and the web configuration file (whose password hashes can be
+    cracked offline) where other users may read or change them. Only the permission bits for
+    "other" count: a group is often how the exporter's user is meant to read a file
+    (Kubernetes' ``fsGroup``).
     """
     candidates = (
-        ("token file", settings.api_token_file, True),
-        ("web configuration file", settings.web_config_file, False),
-        ("TLS key file", key_file, True),
+        ("token file", settings.api_token_file),
+        ("web configuration file", settings.web_config_file),
+        ("TLS key file", key_file),
     )
     found = []
-    for what, path, secret in candidates:
+    for what, path in candidates:
         if path is None:
             continue
         try:
@@ -275,13 +275,12 @@ def exposed_files(settings: Settings, key_file: Path | None) -> list[ExposedFile
         except OSError:
             continue  # read successfully a moment ago; whatever happened, reading will say
         others = tuple(
-            word
-            for word, bit in (("read", stat.S_IROTH), ("write", stat.S_IWOTH))
-            if mode & bit and (secret or word == "write")
+            word for word, bit in (("read", stat.S_IROTH), ("write", stat.S_IWOTH)) if mode & bit
         )
         if others:
-            fix = f"chmod {'o-rwx' if secret else 'o-w'} {shlex.quote(str(path))}"
-            found.append(ExposedFile(what, path, mode, others, fix))
+            found.append(
+                ExposedFile(what, path, mode, others, f"chmod o-rwx {shlex.quote(str(path))}")
+            )
     return found
 
 

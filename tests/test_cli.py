@@ -374,8 +374,8 @@ def test_files_open_to_other_users_are_warned_about_once_and_the_exporter_still_
     assert warned == [
         ("warning", "token file", f"{tmp_path}/token", "0644", "read",
          f"chmod o-rwx {tmp_path}/token"),
-        ("warning", "web configuration file", f"{tmp_path}/web.yml", "0646", "write",
-         f"chmod o-w {tmp_path}/web.yml"),
+        ("warning", "web configuration file", f"{tmp_path}/web.yml", "0646", "read and write",
+         f"chmod o-rwx {tmp_path}/web.yml"),
         ("warning", "TLS key file", f"{tmp_path}/tls.key", "0604", "read",
          f"chmod o-rwx {tmp_path}/tls.key"),
     ]  # fmt: skip
