@@ -121,6 +121,10 @@ def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
             for s in family.samples]  # fmt: skip
 
 
+def served_hostnames(found: list[tuple[str, dict[str, str], float]]) -> set[str]:
+    return {labels["hostname"] for name, labels, _ in found if name == "evotic_server_info"}
+
+
 def hostnames(fleet: Fleet) -> set[str]:
     return {str(server["hostname"]) for server in fleet.listing()}
 
@@ -173,6 +177,32 @@ def test_one_failing_account_leaves_the_other_fresh() -> None:
             errors = {labels["reason"]: value for name, labels, value in staging
                       if name == "evotic_poll_errors_total"}  # fmt: skip
             assert errors["server_error"] >= 1
+
+    run(scenario)
+
+
+def test_an_account_whose_api_hangs_holds_up_no_other_account_nor_any_scrape() -> None:
+    async def scenario() -> None:
+        async with multi("prod", "staging") as m:
+            await m.poll()
+            m.world.faults["staging"].add("latency", "servers", delay=600)
+            hung = asyncio.create_task(m.poll("staging"))
+            for _ in range(20):  # the hung poll is inside its request
+                await asyncio.sleep(0)
+            renamed = m.world.fleets["prod"].ids()[0]
+            m.world.fleets["prod"].rename_server(renamed, "renamed-while-staging-hangs")
+            await asyncio.wait_for(m.poll("prod"), timeout=10)
+            prod = samples((await m.get("/probe?target=prod")).text)
+            staging = samples((await m.get("/probe?target=staging")).text)
+            assert not hung.done()
+            assert "renamed-while-staging-hangs" in served_hostnames(prod)
+            # The hung account serves its last good poll meanwhile.
+            assert ("evotic_up", {}, 1.0) in staging
+            assert served_hostnames(staging) == hostnames(m.world.fleets["staging"])
+            assert (await m.get("/metrics")).status_code == 200
+            hung.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hung
 
     run(scenario)
 
