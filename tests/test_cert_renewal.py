@@ -10,11 +10,13 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .processes import Process, wait_until
 from .test_certificates import fingerprint, install, trusting
-from .test_tls_auth import tls_exporter
+from .test_tls_auth import https, tls_exporter
 from .test_webconfig import Pki, make_pki
 
 pytestmark = pytest.mark.e2e
@@ -43,6 +45,15 @@ def log_lines(proc: Process, *events: str) -> list[dict[str, Any]]:
 RELOADS = ("certificates reloaded", "certificates not reloaded")
 
 
+def reload_successful(proc: Process, trust: ssl.SSLContext) -> float:
+    """``evotic_config_last_reload_successful`` as the exporter serves it over TLS."""
+    text = httpx.get(f"{https(proc)}/metrics", verify=trust, timeout=10).text
+    [value] = [sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "evotic_config_last_reload_successful"]  # fmt: skip
+    return value
+
+
 def web_config(directory: Path) -> str:
     return (f"tls_server_config:\n  cert_file: {directory / 'tls.crt'}\n"
             f"  key_file: {directory / 'tls.key'}\n")  # fmt: skip
@@ -65,6 +76,7 @@ def test_renewed_files_are_served_and_a_broken_pair_is_not(
                    what="the renewed certificate to be served")  # fmt: skip
         # The watch may have looked between the two renames, and said so first.
         assert log_lines(proc, *RELOADS)[-1]["event"] == "certificates reloaded"
+        assert reload_successful(proc, trust) == 1
         reloads = len(log_lines(proc, *RELOADS))
         # A certificate without its key, as a renewal that stopped half-way leaves it.
         install(a.server_cert, tls / "tls.crt")
@@ -74,6 +86,7 @@ def test_renewed_files_are_served_and_a_broken_pair_is_not(
         assert (failed["event"], failed["level"]) == ("certificates not reloaded", "error")
         assert f"cert_file {tls / 'tls.crt'} and key_file {tls / 'tls.key'}" in failed["problem"]
         assert "not a matching PEM certificate and private key" in failed["problem"]
+        assert reload_successful(proc, trust) == 0  # a failed reload, until a good one
         assert proc.popen.poll() is None
     assert "Traceback" not in proc.output()
 
