@@ -68,3 +68,27 @@ def test_landing_page_says_how_each_account_is_under_basic_auth(tmp_path: Path) 
             assert cells[1:3] == ["yes", "25"], row
             assert re.fullmatch(r"\d+ s", cells[3]), row
             assert cells[4] == "ok", row
+
+
+def test_a_reload_applies_the_web_configurations_users_and_headers(tmp_path: Path) -> None:
+    def web_config(user: str, password: bytes, header: str) -> str:
+        hashed = bcrypt.hashpw(password, bcrypt.gensalt(rounds=4)).decode()
+        return (f"basic_auth_users:\n  {user}: '{hashed}'\n"
+                f"http_server_config:\n  headers:\n    X-Frame-Options: {header}\n")  # fmt: skip
+
+    web = tmp_path / "web.yml"
+    web.write_text(web_config("first", b"first-pw", "deny"))
+    web.chmod(0o600)
+    with exporter(tmp_path, "--demo", "--web.config.file", str(web), wait_ready=False) as proc:
+        wait_until(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, timeout=20,
+                   what="the demo account polled")  # fmt: skip
+        before = httpx.get(f"{proc.url}/metrics", auth=("first", "first-pw"))
+        assert (before.status_code, before.headers["x-frame-options"]) == (200, "deny")
+        web.write_text(web_config("second", b"second-pw", "sameorigin"))
+        proc.popen.send_signal(signal.SIGHUP)
+        wait_until(lambda: httpx.get(f"{proc.url}/metrics",
+                                     auth=("first", "first-pw")).status_code == 401,
+                   timeout=10, what="the reload to drop the first user")  # fmt: skip
+        after = httpx.get(f"{proc.url}/metrics", auth=("second", "second-pw"))
+        assert (after.status_code, after.headers["x-frame-options"]) == (200, "sameorigin")
+        assert proc.popen.poll() is None
