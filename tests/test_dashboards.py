@@ -13,6 +13,7 @@ list per-account series must count every account once.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -334,7 +335,8 @@ def test_ranges_use_rate_interval_and_counters_are_rated(item: tuple[str, Json, 
         assert re.search(r"\b(rate|increase)\($", expr[: counter.start()]), expr
 
 
-def _known_series() -> set[str]:
+@functools.cache
+def _known_series() -> frozenset[str]:
     names = {m.name for m in (*SNAPSHOT_METRICS, *EXPORTER_METRICS)}
     names |= {f"{m.name}_{suffix}" for m in EXPORTER_METRICS if m.kind == "histogram"
               for suffix in ("bucket", "sum", "count")}  # fmt: skip
@@ -348,7 +350,7 @@ def _known_series() -> set[str]:
     # What every target has (up, scrape_*) and prometheus_client's process collector.
     scrape = {"up", "scrape_duration_seconds", "process_cpu_seconds_total",
               "process_resident_memory_bytes"}  # fmt: skip
-    return names | recorded | scrape
+    return frozenset(names | recorded | scrape)
 
 
 @pytest.mark.parametrize("item", ALL_TARGETS, ids=_target_id)

@@ -894,13 +894,13 @@ def test_state_describes_servers_and_faults() -> None:
 # -- size ------------------------------------------------------------------------------------
 
 
-def test_listing_of_ten_thousand_servers_is_complete_and_cached_for_a_second() -> None:
+def test_a_large_listing_is_complete_and_cached_for_a_second() -> None:
     clock = FakeClock()
-    fleet = Fleet(clock, servers=10_000)
+    fleet = Fleet(clock, servers=2_000)
     body = fleet.listing_json()
     servers = json.loads(body)
-    assert len(servers) == 10_000
-    assert len({s["id"] for s in servers}) == 10_000
+    assert len(servers) == 2_000
+    assert len({s["id"] for s in servers}) == 2_000
     assert fleet.listing_json() is body  # the same second: served from the cache
     clock.now += 1
     assert fleet.listing_json() is not body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -172,13 +173,15 @@ def test_churn_is_deterministic_and_a_huge_clock_jump_stays_cheap() -> None:
 
 
 def test_a_large_fleet_has_unique_names_and_a_tenth_over_their_limit() -> None:
-    # The benchmark lists 50,000 servers; 10,000 already numbers every name prefix past 99 and
-    # shares the documentation networks' 762 IPv4 addresses many times over.
-    fleet = Fleet(FakeClock(at(2024, 5, 15)), servers=10_000)
+    # The benchmark lists up to 50,000 servers; 2,000 already number every name prefix past 99
+    # and share the documentation networks' 762 IPv4 addresses twice over.
+    fleet = Fleet(FakeClock(at(2024, 5, 15)), servers=2_000)
     servers = json.loads(fleet.listing_json())
-    assert len(servers) == 10_000
-    assert len({s["hostname"] for s in servers}) == 10_000
-    assert len(exceeded_servers(fleet)) >= 1000
+    assert len(servers) == 2_000
+    assert len({s["hostname"] for s in servers}) == 2_000
+    numbers = [re.search(r"-(\d+)(\.|$)", s["hostname"]) for s in servers]
+    assert max(int(found.group(1)) for found in numbers if found) > 99
+    assert len(exceeded_servers(fleet)) >= 200
 
 
 def test_fault_counts_scopes_and_order() -> None:
