@@ -31,14 +31,8 @@ from exporter.api.errors import EvoticError
 from exporter.api.models import Server
 from exporter.api.network import ProxySettingError
 from exporter.api.token import TokenSource
-from exporter.cli import (
-    PROG,
-    Loaded,
-    Parser,
-    load,
-    load_web,
-)
 from exporter.config import SettingsError
+from exporter.loading import PROG, Loaded, Parser, load, load_web
 from exporter.logging import Redactor
 from exporter.metrics import FLOWS, traffic_of
 from exporter.poller import PollSettings

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from exporter.accounts_file import DEFAULT_ACCOUNT
-from exporter.cli import SettingsError, load
+from exporter.config import SettingsError
+from exporter.loading import load
 
 from .test_webconfig import make_pki
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from exporter.bundled import KINDS, AssetKind, AssetsExist, main, shipped_files, write_assets
-from exporter.cli import PROG
 from exporter.cli import main as cli_main
+from exporter.loading import PROG
 
 from .processes import ROOT
 

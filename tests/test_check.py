@@ -41,7 +41,8 @@ from exporter.check import (
     summarize,
     to_json,
 )
-from exporter.cli import PROG, load, main
+from exporter.cli import main
+from exporter.loading import PROG, load
 from exporter.logging import REDACTED, Redactor
 from exporter.quota import Quotas, Rule
 from exporter.sources import DEMO_QUOTA_BYTES

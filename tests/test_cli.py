@@ -28,8 +28,9 @@ from exporter import __version__
 from exporter.accounts_file import DEFAULT_ACCOUNT, api_route
 from exporter.api.models import Server
 from exporter.api.network import ProxySettingError
-from exporter.cli import PROG, load, load_web, main, run, tune_allocator
+from exporter.cli import main, run, tune_allocator
 from exporter.config import DEFAULT_PORT, OPTIONS, Settings
+from exporter.loading import PROG, load, load_web
 from exporter.reloading import Files
 from exporter.webconfig import WebConfig
 

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import SettingsError, build_parser, load_settings
 from exporter.config import (
     OPTIONS,
     Option,
     Settings,
+    SettingsError,
     describe_setting,
     exposed_files,
     format_address,
     parse_listen_address,
     read_environment,
 )
+from exporter.loading import build_parser, load_settings
 
 SECRET = "canary-Settings-9d1f"
 

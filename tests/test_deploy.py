@@ -34,8 +34,8 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.cli import load
 from exporter.config import DEFAULT_PORT, OPTIONS, Settings, SettingsError, read_environment
+from exporter.loading import load
 
 from .processes import ROOT, exporter, free_port, simulator, wait_until
 from .prometheus_server import prometheus

@@ -9,7 +9,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from exporter.api.models import Server
-from exporter.cli import SettingsError, load_settings
+from exporter.config import SettingsError
+from exporter.loading import load_settings
 from exporter.quota import (
     QuotaError,
     QuotaFile,

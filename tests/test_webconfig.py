@@ -16,7 +16,8 @@ from typing import get_args
 import bcrypt
 import pytest
 
-from exporter.cli import SettingsError, load_settings, load_web
+from exporter.config import SettingsError
+from exporter.loading import load_settings, load_web
 from exporter.webconfig import (
     CIPHER_SUITES,
     CLIENT_AUTH,
