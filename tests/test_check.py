@@ -195,6 +195,19 @@ def test_server_errors_are_retried_as_one_poll_retries_them() -> None:
     assert app.stats.by_endpoint == Counter({"servers": RetryPolicy().max_attempts})
 
 
+def test_a_rate_limited_account_says_how_long_the_api_asks_to_wait() -> None:
+    faults = FaultSet()
+    faults.add_from_json({"kind": "rate_limited", "params": {"retry_after": 90}})
+    app = SimulatorApp(Fleet(lambda: T0, servers=3), faults, SIM_TOKEN)
+    checked = _check(httpx.ASGITransport(app=app), _token())
+    # One call and no retry: the check says what the API asked for, not that it will wait.
+    assert checked.failure == Failure(
+        "rate_limited", "HTTP 429: rate limited, the API asks to wait 90 s"
+    )
+    assert (checked.api_reachable, checked.auth_ok) == (True, None)  # a 429 says nothing of it
+    assert app.stats.by_endpoint == Counter({"servers": 1})
+
+
 def test_no_answer_is_an_unreachable_api() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("no route", request=request)

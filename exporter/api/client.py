@@ -407,7 +407,8 @@ class EvoticClient:
             retry_after = min(retry_after, self._retry.retry_after_cap)
             self.budget.hold(retry_after)
             raise RateLimitedError(
-                f"HTTP 429: rate limited, retrying after {math.ceil(retry_after)} s", retry_after
+                f"HTTP 429: rate limited, the API asks to wait {math.ceil(retry_after)} s",
+                retry_after,
             )
         if 300 <= status < 400:
             raise InvalidResponseError(f"HTTP {status}: redirect refused")
