@@ -20,11 +20,11 @@ from exporter.accounts_file import AccountConfig, read_accounts
 from exporter.api.network import ProxySettingError
 from exporter.config import (
     OPTIONS,
-    Problem,
     Settings,
     SettingsError,
     check_sources,
     default_text,
+    file_problem,
     read_environment,
     validation_problems,
 )
@@ -92,7 +92,7 @@ def load_web(settings: Settings) -> WebConfig:
     try:
         return load_web_config(settings.web_config_file)
     except WebConfigError as error:
-        raise SettingsError([Problem("web_config_file", str(error))]) from None
+        raise file_problem("web_config_file", error) from None
 
 
 def read_files(settings: Settings, environ: Mapping[str, str]) -> Files:

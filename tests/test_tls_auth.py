@@ -234,7 +234,7 @@ def _start_and_fail(tmp_path: Path, web_config: str, *, via_env: bool = False) -
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(
-        "evotic-exporter: invalid setting EVOTIC_WEB_CONFIG_FILE (--web.config.file): "
+        f"evotic-exporter: invalid setting EVOTIC_WEB_CONFIG_FILE (--web.config.file): {path}: "
     )
     return lines[0]
 

@@ -304,7 +304,7 @@ def test_the_command_line_names_the_setting(
     with pytest.raises(SettingsError) as caught:
         load_web(settings)
     assert str(caught.value).startswith(
-        "invalid setting EVOTIC_WEB_CONFIG_FILE (--web.config.file): basic_auth_users:"
+        f"invalid setting EVOTIC_WEB_CONFIG_FILE (--web.config.file): {path}: basic_auth_users:"
     )
     assert PLAINTEXT not in str(caught.value)
     assert load_web(load_settings(["--demo"])) == WebConfig()
