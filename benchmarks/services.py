@@ -157,6 +157,34 @@ def _spawn(
     return Service(name, popen, port, log)
 
 
+def _started(service: Service, ready: Callable[[], bool], timeout: float, what: str) -> Service:
+    """``service`` once ``ready()``; stopped, with the error raised, if it exits first or is not
+    ready within ``timeout`` seconds."""
+
+    def alive_and_ready() -> bool:
+        service.check_alive()
+        return ready()
+
+    try:
+        wait_until(alive_and_ready, timeout, what)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def _answers(service: Service, path: str) -> Callable[[], bool]:
+    return lambda: http_status(f"{service.url}{path}") == 200
+
+
+def _listens(service: Service) -> Callable[[], bool]:
+    def listening() -> bool:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=1):
+            return True
+
+    return listening
+
+
 @contextlib.contextmanager
 def running(service: Service) -> Iterator[Service]:
     try:
@@ -185,13 +213,7 @@ def simulator(
     if seed is not None:
         argv += ["--seed", str(seed)]
     service = _spawn(name or f"simulator-{servers}", argv, workdir, port)
-    try:
-        wait_until(lambda: http_status(f"{service.url}/_simulator/state") == 200, 120,
-                   "the simulator")  # fmt: skip
-    except BaseException:
-        service.stop()
-        raise
-    return service
+    return _started(service, _answers(service, "/_simulator/state"), 120, "the simulator")
 
 
 def exporter(
@@ -217,17 +239,7 @@ def _exporter(workdir: Path, args: Sequence[str], *, interval: float, name: str)
             "--poll.stale-after", str(2 * interval),
             "--log.format", "json", *args]  # fmt: skip
     service = _spawn(name, argv, workdir, port, runtime_only=True)
-
-    def ready() -> bool:
-        service.check_alive()
-        return http_status(f"{service.url}/readyz") == 200
-
-    try:
-        wait_until(ready, 600, f"{name} to be ready")
-    except BaseException:
-        service.stop()
-        raise
-    return service
+    return _started(service, _answers(service, "/readyz"), 600, f"{name} to be ready")
 
 
 def floor(workdir: Path, plain: bytes, packed: bytes) -> Service:
@@ -241,17 +253,7 @@ def floor(workdir: Path, plain: bytes, packed: bytes) -> Service:
     argv = [sys.executable, str(HERE / "floor.py"), str(port), str(files / "plain"),
             str(files / "gzip")]  # fmt: skip
     service = _spawn("floor", argv, workdir, port, runtime_only=True)
-
-    def ready() -> bool:
-        service.check_alive()
-        return http_status(service.url) == 200
-
-    try:
-        wait_until(ready, 60, "the floor server")
-    except BaseException:
-        service.stop()
-        raise
-    return service
+    return _started(service, _answers(service, "/"), 60, "the floor server")
 
 
 def reference(workdir: Path, api_url: str, servers: int) -> Service:
@@ -260,18 +262,7 @@ def reference(workdir: Path, api_url: str, servers: int) -> Service:
     argv = [sys.executable, str(HERE / "reference_exporter.py"), "--api-url", api_url,
             "--token", TOKEN, "--port", str(port)]  # fmt: skip
     service = _spawn(f"reference-{servers}", argv, workdir, port)
-
-    def listening() -> bool:
-        service.check_alive()
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-
-    try:
-        wait_until(listening, 900, "the reference exporter")
-    except BaseException:
-        service.stop()
-        raise
-    return service
+    return _started(service, _listens(service), 900, "the reference exporter")
 
 
 NGINX_CONF = """\
@@ -340,11 +331,4 @@ def nginx(
     argv = [NGINX, "-p", str(directory), "-c", str(conf), "-e", str(directory / "nginx-error.log")]
     service = _spawn("nginx", argv, workdir, port)
     service.cleanup = directory
-
-    def listening() -> bool:
-        service.check_alive()
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-
-    wait_until(listening, 30, "nginx")
-    return service
+    return _started(service, _listens(service), 30, "nginx")
