@@ -25,10 +25,10 @@ from simulator.servers import (
 )
 
 FIRST_SERVER_ID: Final = 101
-# A clock that jumps far ahead (a suspended laptop, a fake clock) replays only the last steps:
-# a thousand already replace every server of a demo fleet many times, in a tenth of a second.
 MAX_CHURN_STEPS_PER_READ: Final = 1_000
-"""A clock that jumps years ahead must not replay millions of churn steps in one request."""
+"""A clock that jumps far ahead (a suspended laptop, a fake clock) replays only the last steps,
+not millions of them in one request: a thousand replace every server of a demo fleet many
+times, in a tenth of a second."""
 
 
 class UnknownServerError(KeyError):
