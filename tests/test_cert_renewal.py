@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .processes import Process, wait_until
 from .test_certificates import fingerprint, install, trusting
+from .test_server import samples, value
 from .test_tls_auth import https, tls_exporter
 from .test_webconfig import Pki, make_pki
 
@@ -48,10 +48,7 @@ RELOADS = ("certificates reloaded", "certificates not reloaded")
 def reload_successful(proc: Process, trust: ssl.SSLContext) -> float:
     """``evotic_config_last_reload_successful`` as the exporter serves it over TLS."""
     text = httpx.get(f"{https(proc)}/metrics", verify=trust, timeout=10).text
-    [value] = [sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == "evotic_config_last_reload_successful"]  # fmt: skip
-    return value
+    return value(samples(text), "evotic_config_last_reload_successful")
 
 
 def web_config(directory: Path) -> str:
