@@ -137,9 +137,7 @@ def test_each_probe_serves_its_own_account_without_an_account_label() -> None:
                 response = await m.get(f"/probe?target={name}")
                 assert response.status_code == 200
                 found = samples(response.text)
-                served = {labels["hostname"] for metric, labels, _ in found
-                          if metric == "evotic_server_info"}  # fmt: skip
-                assert served == hostnames(m.world.fleets[name])
+                assert served_hostnames(found) == hostnames(m.world.fleets[name])
                 assert ("evotic_up", {}, 1.0) in found
                 assert not any("account" in labels for _, labels, _ in found)
                 assert not any(metric.startswith("process_") for metric, _, _ in found)
