@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.webserver import AsgiApp, AsgiServer, Receive, Scope, Send, bind_socket
+from exporter.web.server import AsgiApp, AsgiServer, Receive, Scope, Send, bind_socket
 
 
 def fixed_answers(plain: bytes, packed: bytes) -> AsgiApp:

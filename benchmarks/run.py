@@ -60,9 +60,9 @@ import services  # noqa: E402
 from services import Service, running  # noqa: E402
 
 from exporter.api.client import parse_listing_page  # noqa: E402
-from exporter.exposition import Exposition, compress_open  # noqa: E402
-from exporter.quota import Quotas, billing_period  # noqa: E402
-from exporter.snapshot import Snapshot  # noqa: E402
+from exporter.exposition.render import Exposition, compress_open  # noqa: E402
+from exporter.polling.snapshot import Snapshot  # noqa: E402
+from exporter.settings.quotas import Quotas, billing_period  # noqa: E402
 
 MODES = (("plain", 1), ("plain", 4), ("gzip", 1), ("gzip", 4))
 OWN_METRICS_START = b"# HELP evotic_up "

@@ -8,8 +8,8 @@ import logging
 import os
 import signal
 
-from exporter.config import format_address, parse_listen_address
-from exporter.webserver import quiet_server_loggers
+from exporter.settings.model import format_address, parse_listen_address
+from exporter.web.server import quiet_server_loggers
 from simulator.faults import FAULT_KINDS, Scope
 from simulator.runner import RunningSimulator, SimulatorOptions, start_simulator
 

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from exporter.config import format_address
-from exporter.webserver import AsgiServer, HttpsContext, bind_socket
+from exporter.settings.model import format_address
+from exporter.web.server import AsgiServer, HttpsContext, bind_socket
 from simulator.app import SimulatorApp
 from simulator.control import CONTROL_PREFIX
 from simulator.faults import FaultSet

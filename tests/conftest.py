@@ -8,8 +8,8 @@ import pytest
 
 from exporter.api.client import parse_listing_page
 from exporter.api.models import ServerStatus
-from exporter.quota import Quotas, Rule
-from exporter.snapshot import Snapshot
+from exporter.polling.snapshot import Snapshot
+from exporter.settings.quotas import Quotas, Rule
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"

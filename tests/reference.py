@@ -14,9 +14,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
-from exporter.exposition import Format
-from exporter.metrics import FLOWS, SNAPSHOT_METRICS, MetricDef, traffic_of
-from exporter.snapshot import Snapshot
+from exporter.exposition.families import FLOWS, SNAPSHOT_METRICS, MetricDef, traffic_of
+from exporter.exposition.render import Format
+from exporter.polling.snapshot import Snapshot
 
 # Label values in ``MetricDef.all_labels`` order, and the value.
 LabelledSample = tuple[tuple[str, ...], float]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.accounts_file import DEFAULT_ACCOUNT
-from exporter.config import SettingsError
-from exporter.loading import load
+from exporter.settings.accounts import DEFAULT_ACCOUNT
+from exporter.settings.loading import load
+from exporter.settings.model import SettingsError
 
 from .test_webconfig import make_pki
 

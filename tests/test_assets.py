@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from exporter.bundled import KINDS, AssetKind, AssetsExist, main, shipped_files, write_assets
 from exporter.cli import main as cli_main
-from exporter.loading import PROG
+from exporter.commands.assets import (
+    KINDS,
+    AssetKind,
+    AssetsExist,
+    main,
+    shipped_files,
+    write_assets,
+)
+from exporter.settings.loading import PROG
 
 from .processes import ROOT
 

@@ -21,9 +21,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from exporter.certificates import Certificates, RestartNeeded, log_reloads
-from exporter.webconfig import WebConfig, load_web_config
-from exporter.webserver import PLAIN_HTTP_ANSWER, AsgiServer, bind_socket
+from exporter.web.certificates import Certificates, RestartNeeded, log_reloads
+from exporter.web.config import WebConfig, load_web_config
+from exporter.web.server import PLAIN_HTTP_ANSWER, AsgiServer, bind_socket
 
 from .test_webconfig import Pki, make_pki
 from .test_webserver import App

@@ -27,7 +27,8 @@ import pytest
 from exporter import __version__
 from exporter.api.client import EvoticClient, RetryPolicy, parse_listing_page
 from exporter.api.token import TokenSource
-from exporter.check import (
+from exporter.cli import main
+from exporter.commands.check import (
     COLUMNS,
     AccountCheck,
     Failure,
@@ -41,11 +42,10 @@ from exporter.check import (
     summarize,
     to_json,
 )
-from exporter.cli import main
-from exporter.loading import PROG, load
-from exporter.logging import REDACTED, Redactor
-from exporter.quota import Quotas, Rule
-from exporter.sources import DEMO_QUOTA_BYTES
+from exporter.runtime.logs import REDACTED, Redactor
+from exporter.service.connect import DEMO_QUOTA_BYTES
+from exporter.settings.loading import PROG, load
+from exporter.settings.quotas import Quotas, Rule
 from simulator import FaultSet, Fleet, SimulatorApp, SimulatorOptions, start_simulator
 
 from .processes import ROOT, free_port, simulator

@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,16 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
-from exporter.accounts_file import DEFAULT_ACCOUNT, api_route
 from exporter.api.models import Server
 from exporter.api.network import ProxySettingError
-from exporter.cli import main, run, tune_allocator
-from exporter.config import DEFAULT_PORT, OPTIONS, Settings
-from exporter.loading import PROG, load, load_web
-from exporter.reloading import Files
-from exporter.webconfig import WebConfig
+from exporter.cli import main
+from exporter.runtime.allocator import tune_allocator
+from exporter.service.daemon import Service
+from exporter.service.reload import Files
+from exporter.settings.accounts import DEFAULT_ACCOUNT, api_route
+from exporter.settings.loading import PROG, load
+from exporter.settings.model import DEFAULT_PORT, OPTIONS, Settings
+from exporter.web.config import WebConfig, load_web
 
 from .processes import ROOT
 
@@ -242,6 +244,10 @@ def test_tune_allocator_runs() -> None:
 
 
 # ------------------------------------------------------------------ run(): end to end
+
+
+def run(settings: Settings, files: Files) -> Coroutine[Any, Any, int]:
+    return Service(settings, files).run()
 
 
 def _log_lines(text: str) -> list[dict[str, Any]]:

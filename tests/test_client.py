@@ -25,7 +25,7 @@ from exporter.api.errors import (
     RateLimitedError,
 )
 from exporter.api.token import TokenSource
-from exporter.logging import Redactor
+from exporter.runtime.logs import Redactor
 
 BASE = "https://api.test/api/v1"
 TOKEN = "t0k3n-for-client-tests"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import (
+from exporter.settings.loading import build_parser, load_settings
+from exporter.settings.model import (
     OPTIONS,
     Option,
     Settings,
@@ -18,7 +19,6 @@ from exporter.config import (
     parse_listen_address,
     read_environment,
 )
-from exporter.loading import build_parser, load_settings
 
 SECRET = "canary-Settings-9d1f"
 

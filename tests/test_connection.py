@@ -21,8 +21,8 @@ from exporter.api.client import EvoticClient
 from exporter.api.errors import ApiConnectionError, EvoticError, InvalidResponseError
 from exporter.api.network import ApiRoute, Proxy, tls_context
 from exporter.api.token import TokenSource
-from exporter.logging import Redactor
-from exporter.poller import Poller, PollSettings
+from exporter.polling.poller import Poller, PollSettings
+from exporter.runtime.logs import Redactor
 
 from .forward_proxy import ForwardProxy
 from .test_webconfig import Pki, make_pki

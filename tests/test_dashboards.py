@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from exporter.metrics import EXPORTER_METRICS, SNAPSHOT_METRICS
+from exporter.exposition.families import EXPORTER_METRICS, SNAPSHOT_METRICS
 
 from .processes import ROOT, Process, exporter, simulator, wait_until
 from .prometheus_server import PROMTOOL, Prometheus, QueryError, prometheus

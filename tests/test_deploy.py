@@ -34,8 +34,8 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.config import DEFAULT_PORT, OPTIONS, Settings, SettingsError, read_environment
-from exporter.loading import load
+from exporter.settings.loading import load
+from exporter.settings.model import DEFAULT_PORT, OPTIONS, Settings, SettingsError, read_environment
 
 from .processes import ROOT, exporter, free_port, simulator, wait_until
 from .prometheus_server import prometheus

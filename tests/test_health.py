@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from exporter.api.models import Server
-from exporter.health import assess
-from exporter.snapshot import Outcome, PollState, Snapshot
+from exporter.polling.health import assess
+from exporter.polling.snapshot import Outcome, PollState, Snapshot
 
 STALE_AFTER = 600.0
 T0 = 1_700_000_000.0

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from exporter.logging import REDACTED, Redactor, configure_logging
+from exporter.runtime.logs import REDACTED, Redactor, configure_logging
 
 SECRET = "s3cr3t-token-for-logging"
 

@@ -19,20 +19,20 @@ import httpx
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.account import Account
-from exporter.accounts import Accounts
-from exporter.accounts_file import AccountConfig
 from exporter.api.client import EvoticClient
 from exporter.api.network import ApiRoute, tls_context
 from exporter.api.token import TokenSource
-from exporter.config import Settings
-from exporter.logging import Redactor
-from exporter.own_metrics import AccountMetrics, ReloadMetrics
-from exporter.poller import PollSettings
-from exporter.quota import Quotas, load_quotas
-from exporter.reloading import Files, LoadFailed, Reloader
-from exporter.server import ExporterApp
-from exporter.webconfig import BasicAuth, WebConfig
+from exporter.exposition.own_metrics import AccountMetrics, ReloadMetrics
+from exporter.polling.poller import PollSettings
+from exporter.runtime.logs import Redactor
+from exporter.service.account import Account
+from exporter.service.reload import Files, LoadFailed, Reloader
+from exporter.service.roster import Roster
+from exporter.settings.accounts import AccountConfig
+from exporter.settings.model import Settings
+from exporter.settings.quotas import Quotas, load_quotas
+from exporter.web.app import ExporterApp
+from exporter.web.config import BasicAuth, WebConfig
 from simulator import FaultSet, Fleet, SimulatorApp
 
 T0 = 1_717_243_200.0
@@ -80,7 +80,7 @@ class World:
 @dataclass
 class Multi:
     world: World
-    accounts: Accounts
+    accounts: Roster
     app: ExporterApp
     http: httpx.AsyncClient
 
@@ -100,7 +100,7 @@ async def multi(
     multi_mode: bool = True,
 ) -> AsyncIterator[Multi]:
     world = World()
-    accounts = Accounts(world.start)
+    accounts = Roster(world.start)
     await accounts.apply({name: config(name) for name in names})
     app = ExporterApp(lambda: accounts.current, CollectorRegistry(), version="1.0-test",
                       multi=multi_mode, reload=reload, auth=auth)  # fmt: skip
@@ -304,7 +304,7 @@ def test_a_reload_that_cannot_read_its_files_changes_nothing() -> None:
         reloads = ReloadMetrics(registry, lambda: now[0])
         reloads.loaded(True)
         world = World()
-        accounts = Accounts(world.start)
+        accounts = Roster(world.start)
         await accounts.apply({"prod": config("prod")})
         webs: list[WebConfig] = []
         answers: list[Files | LoadFailed] = [LoadFailed("invalid setting X: broken")]

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from exporter.api.client import EvoticClient
-from exporter.exposition import ExpositionCache
-from exporter.offload import SnapshotWorker
-from exporter.snapshot import Snapshot
+from exporter.exposition.render import ExpositionCache
+from exporter.polling.snapshot import Snapshot
+from exporter.runtime.worker import SnapshotWorker
 
 T = TypeVar("T")
 BASE = "https://api.test/api/v1"

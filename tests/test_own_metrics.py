@@ -1,7 +1,8 @@
 """The exporter's own metrics, as prometheus_client renders them from what the parts report.
 
 The families are read back with prometheus_client's parser and held to their declarations in
-``exporter/metrics.py``. The outcomes come from real polls of the simulator's app, and from
+``exporter/exposition/families.py``. The outcomes come from real polls of the simulator's
+app, and from
 ``Outcome`` values where a particular failure is wanted.
 """
 
@@ -15,14 +16,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.account import Account
 from exporter.api.client import EvoticClient
 from exporter.api.errors import POLL_REASONS
 from exporter.api.models import Server
 from exporter.api.token import TokenSource
-from exporter.health import Health
-from exporter.logging import Redactor
-from exporter.metrics import (
+from exporter.exposition.families import (
     API_DURATION,
     BUILD_INFO,
     EXPORTER_METRICS,
@@ -33,15 +31,19 @@ from exporter.metrics import (
     REQUEST_BUCKETS,
     MetricDef,
 )
-from exporter.own_metrics import (
+from exporter.exposition.own_metrics import (
     AccountMetrics,
     LabelledAccounts,
     ReloadMetrics,
     process_registry,
     render_registry,
 )
-from exporter.poller import PollSettings
-from exporter.snapshot import Outcome, Snapshot
+from exporter.polling.health import Health
+from exporter.polling.poller import PollSettings
+from exporter.polling.snapshot import Outcome, Snapshot
+from exporter.runtime.logs import Redactor
+from exporter.service.account import Account
+from exporter.web.app import scraped
 from simulator import FaultSet, Fleet, SimulatorApp
 
 T0 = 1_717_243_200.0
@@ -105,7 +107,7 @@ def _polled(
             await account.poller.sweep_statuses()
         for _ in range(polls):
             await account.poller.poll_once()
-        account.view()
+        scraped(account)
         await account.stop()
 
     asyncio.run(scenario())
@@ -286,7 +288,7 @@ def test_each_account_has_a_registry_of_its_own() -> None:
 
 def test_help_texts_name_every_poll_error_reason_and_the_status_interval() -> None:
     from exporter.api.errors import POLL_REASONS
-    from exporter.metrics import POLL_ERRORS, SERVER_PROCESSING, SERVER_PROGRESS
+    from exporter.exposition.families import POLL_ERRORS, SERVER_PROCESSING, SERVER_PROGRESS
 
     for reason in POLL_REASONS:
         assert reason in POLL_ERRORS.help, reason

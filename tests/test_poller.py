@@ -16,14 +16,15 @@ import structlog
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.account import Account
 from exporter.api.client import EvoticClient
 from exporter.api.token import TokenSource
-from exporter.logging import Redactor
-from exporter.own_metrics import AccountMetrics
-from exporter.poller import Poller, PollSettings
-from exporter.quota import Quotas, billing_period
-from exporter.snapshot import PollState
+from exporter.exposition.own_metrics import AccountMetrics
+from exporter.polling.poller import Poller, PollSettings
+from exporter.polling.snapshot import PollState
+from exporter.runtime.logs import Redactor
+from exporter.service.account import Account
+from exporter.settings.quotas import Quotas, billing_period
+from exporter.web.app import scraped
 from simulator import FaultSet, Fleet, SimulatorApp
 
 
@@ -406,7 +407,7 @@ def test_outage_is_counted_from_the_last_success() -> None:
 
 def _exported(account: Account) -> tuple[set[str], dict[str, float]]:
     """The server ids with per-server series in the body a scrape gets now, and the counts."""
-    view = account.view()
+    view = scraped(account)
     body = view.exposition.text.decode()
     ids = {
         sample.labels["server_id"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.webserver import HttpsContext
+from exporter.web.server import HttpsContext
 from simulator import SimulatorOptions, start_simulator
 from simulator.runner import RunningSimulator
 

@@ -9,9 +9,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from exporter.api.models import Server
-from exporter.config import SettingsError
-from exporter.loading import load_settings
-from exporter.quota import (
+from exporter.settings.loading import load_settings
+from exporter.settings.model import SettingsError
+from exporter.settings.quotas import (
     QuotaError,
     QuotaFile,
     Rule,
@@ -20,7 +20,7 @@ from exporter.quota import (
     load_quotas,
     parse_size,
 )
-from exporter.schema import describe
+from exporter.settings.schema import describe
 
 
 def _at(text: str) -> float:

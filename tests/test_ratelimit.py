@@ -9,13 +9,13 @@ import httpx
 import pytest
 import structlog
 
-from exporter.account import Account
 from exporter.api.client import EvoticClient
 from exporter.api.ratelimit import RateBudget, RateBudgets
 from exporter.api.token import TokenSource
-from exporter.logging import Redactor
-from exporter.own_metrics import AccountMetrics
-from exporter.poller import PollSettings
+from exporter.exposition.own_metrics import AccountMetrics
+from exporter.polling.poller import PollSettings
+from exporter.runtime.logs import Redactor
+from exporter.service.account import Account
 from simulator import FaultSet, Fleet, SimulatorApp
 from simulator.ratelimit import RateLimiter
 

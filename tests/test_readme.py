@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from exporter.config import settings_table
-from exporter.metrics import markdown_table
+from exporter.exposition.families import markdown_table
+from exporter.settings.model import settings_table
 
 from .processes import ROOT
 

@@ -13,15 +13,7 @@ import pytest
 
 from exporter.api.client import parse_listing_page
 from exporter.api.models import ServerStatus
-from exporter.exposition import (
-    Exposition,
-    Format,
-    floatToGoString,
-    openmetrics_from_text,
-    render_snapshot,
-)
-from exporter.exposition import go_float as _go_float
-from exporter.metrics import (
+from exporter.exposition.families import (
     SERVER_CPU_USAGE,
     SERVER_DISK_USED,
     SERVER_MEMORY_USED,
@@ -29,8 +21,16 @@ from exporter.metrics import (
     SERVER_TRAFFIC_EXCEEDED,
     SERVER_TRAFFIC_PREVIOUS,
 )
-from exporter.quota import Quotas, Rule
-from exporter.snapshot import Snapshot
+from exporter.exposition.render import (
+    Exposition,
+    Format,
+    floatToGoString,
+    openmetrics_from_text,
+    render_snapshot,
+)
+from exporter.exposition.render import go_float as _go_float
+from exporter.polling.snapshot import Snapshot
+from exporter.settings.quotas import Quotas, Rule
 from simulator.fleet import Fleet
 
 from .conftest import GOLDEN

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.metrics import EXPORTER_METRICS, SNAPSHOT_METRICS
+from exporter.exposition.families import EXPORTER_METRICS, SNAPSHOT_METRICS
 
 from .processes import ROOT
 from .prometheus_server import PROMTOOL

@@ -25,15 +25,16 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.account import Account, View
-from exporter.accounts_file import DEFAULT_ACCOUNT
 from exporter.api.client import EvoticClient
 from exporter.api.token import TokenSource
-from exporter.logging import Redactor
-from exporter.own_metrics import AccountMetrics, process_registry
-from exporter.poller import PollSettings
-from exporter.server import SEND_SLICE, SEND_WHOLE, ExporterApp
-from exporter.webconfig import BasicAuth
+from exporter.exposition.own_metrics import AccountMetrics, process_registry
+from exporter.polling.health import Health
+from exporter.polling.poller import PollSettings
+from exporter.runtime.logs import Redactor
+from exporter.service.account import Account
+from exporter.settings.accounts import DEFAULT_ACCOUNT
+from exporter.web.app import SEND_SLICE, SEND_WHOLE, ExporterApp
+from exporter.web.config import BasicAuth
 from simulator import FaultSet, Fleet, SimulatorApp
 
 SIM_TOKEN = "server-test-token-7d41"
@@ -603,7 +604,7 @@ def test_failing_from_the_start_says_why_on_readyz() -> None:
 
 
 class _BrokenAccount(Account):
-    def view(self) -> View:
+    def health(self) -> Health:
         raise RuntimeError("the view is broken")
 
 

@@ -16,9 +16,9 @@ from typing import get_args
 import bcrypt
 import pytest
 
-from exporter.config import SettingsError
-from exporter.loading import load_settings, load_web
-from exporter.webconfig import (
+from exporter.settings.loading import load_settings
+from exporter.settings.model import SettingsError
+from exporter.web.config import (
     CIPHER_SUITES,
     CLIENT_AUTH,
     TLS_VERSIONS,
@@ -27,6 +27,7 @@ from exporter.webconfig import (
     TlsVersionName,
     WebConfig,
     WebConfigError,
+    load_web,
     load_web_config,
     make_decoy_hash,
     parse_basic_authorization,

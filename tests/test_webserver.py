@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from exporter.webserver import (
+from exporter.web.server import (
     PLAIN_HTTP_HINT,
     AsgiServer,
     HttpsContext,

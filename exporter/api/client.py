@@ -43,7 +43,7 @@ from exporter.api.models import (
 )
 from exporter.api.network import ApiRoute
 from exporter.api.ratelimit import RateBudget
-from exporter.offload import Offload
+from exporter.runtime.worker import Offload
 
 ENDPOINT_SERVERS = "servers"
 ENDPOINT_STATUS = "server_status"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.api.errors import TokenFileError
-from exporter.logging import Redactor
+from exporter.runtime.logs import Redactor
 
 
 class TokenProblem(ValueError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from exporter.api.models import Server, ServerStatus
-from exporter.quota import Quotas
+from exporter.settings.quotas import Quotas
 
 
 def _no_statuses() -> Mapping[str, ServerStatus]:

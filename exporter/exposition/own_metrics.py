@@ -3,8 +3,8 @@
 Each part records what it knows when it knows it: the poller each poll's outcome, the exposition
 cache each rendering's time, the API client each request, a scrape what it serves (``evotic_up``
 and ``evotic_servers``, which depend on the time as well as on the last poll). Names, types,
-help texts and labels come from ``exporter/metrics.py``. An account's metrics are rendered once
-per change, not once per scrape: between two polls, ``/probe`` serves the same bytes.
+help texts and labels come from ``families.py``. An account's metrics are rendered once per
+change, not once per scrape: between two polls, ``/probe`` serves the same bytes.
 
 ``evotic_up 1`` / ``evotic_poll_errors_total{reason="timeout"} 3`` / ...
 """
@@ -28,9 +28,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 from exporter.api.errors import POLL_REASONS
-from exporter.exposition import Format
-from exporter.health import Health
-from exporter.metrics import (
+from exporter.exposition.families import (
     API_DURATION,
     API_REQUESTS,
     BUILD_INFO,
@@ -49,7 +47,9 @@ from exporter.metrics import (
     SNAPSHOT_METRICS,
     UP,
 )
-from exporter.snapshot import Outcome, Snapshot
+from exporter.exposition.render import Format
+from exporter.polling.health import Health
+from exporter.polling.snapshot import Outcome, Snapshot
 
 disable_created_metrics = cast(Callable[[], None], _untyped_disable_created_metrics)
 _openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)

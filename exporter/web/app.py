@@ -16,19 +16,76 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 from urllib.parse import parse_qs, quote
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from exporter.account import Account, Status, View
-from exporter.accounts_file import DEFAULT_ACCOUNT
-from exporter.exposition import Format, compress_open
-from exporter.own_metrics import AccountScalars, LabelledAccounts, render_registry
-from exporter.webconfig import CHALLENGE, BasicAuth
-from exporter.webserver import Receive, Scope, Send
+from exporter.exposition.own_metrics import (
+    AccountMetrics,
+    AccountScalars,
+    LabelledAccounts,
+    render_registry,
+)
+from exporter.exposition.render import Exposition, Format, compress_open
+from exporter.polling.health import Health
+from exporter.settings.accounts import DEFAULT_ACCOUNT
+from exporter.web.config import CHALLENGE, BasicAuth
+from exporter.web.server import Receive, Scope, Send
 
 Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the landing page says of an account: its health, the age of the data it serves,
+    why its last poll failed (``None``: it did not), and the rate limit the API last stated
+    (``(limit, remaining)``, ``None`` until it has)."""
+
+    health: Health
+    age: float | None
+    last_error: str | None
+    rate: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class View:
+    """What a scrape serves: the per-server exposition (headers alone when there is nothing to
+    trust) and the account's health."""
+
+    exposition: Exposition
+    health: Health
+
+
+class Target(Protocol):
+    """What the app needs of an account it serves (``exporter.service.account.Account``)."""
+
+    @property
+    def metrics(self) -> AccountMetrics: ...
+
+    def health(self) -> Health:
+        """The account's health as of now; reads only."""
+        ...
+
+    def exposition(self, health: Health) -> Exposition:
+        """The per-server exposition to serve with ``health``; reads only."""
+        ...
+
+    def status(self) -> Status: ...
+
+    def poll_now(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+
+def scraped(target: Target) -> View:
+    """What a scrape of ``target`` serves, its own metrics (``evotic_up``, the server counts)
+    set to it first, so that the scrape reports the health it serves."""
+    health = target.health()
+    target.metrics.serving(health)
+    return View(target.exposition(health), health)
+
 
 TEXT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE = b"application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -128,7 +185,7 @@ def _text(status: int, line: str) -> tuple[int, Headers, list[bytes]]:
     return status, [(b"content-type", PLAIN)], [f"{line}\n".encode()]
 
 
-def _no_such_account(accounts: Mapping[str, Account]) -> tuple[int, Headers, list[bytes]]:
+def _no_such_account(accounts: Mapping[str, Target]) -> tuple[int, Headers, list[bytes]]:
     # Only a configured name is echoed; anything else could be a URL or a token.
     return _text(404, f"no account of that name (the accounts: {', '.join(accounts) or 'none'})")
 
@@ -160,7 +217,7 @@ class ExporterApp:
 
     def __init__(
         self,
-        accounts: Callable[[], Mapping[str, Account]],
+        accounts: Callable[[], Mapping[str, Target]],
         process: CollectorRegistry,
         *,
         version: str,
@@ -177,7 +234,7 @@ class ExporterApp:
             lambda: {name: account.metrics for name, account in self._accounts().items()}
         ))  # fmt: skip
         labelled.register(AccountScalars(
-            lambda: {name: account.view().health.snapshot
+            lambda: {name: account.health().snapshot
                      for name, account in self._accounts().items()}
         ))  # fmt: skip
         # The process's metrics and the accounts' labelled ones change all the time: rendered
@@ -187,7 +244,7 @@ class ExporterApp:
         self._version = version
         self._reload = reload
         self._access = _Access.of(extra_headers, auth)
-        self._log = logger or structlog.get_logger("exporter.server")
+        self._log = logger or structlog.get_logger("exporter.web.app")
         self._routes: dict[str, tuple[Route, tuple[bytes, ...]]] = {
             "/": (self._landing, METHODS),
             "/metrics": (self._metrics, METHODS),
@@ -270,12 +327,12 @@ class ExporterApp:
         accounts = self._accounts()
         if self._multi:
             for each in accounts.values():
-                each.view()  # each account's evotic_up and counts as of now
+                each.metrics.serving(each.health())  # evotic_up and counts as of now
             return await self._serve(scope, None, (self._render_labelled, self._render_process))
         account = accounts.get(DEFAULT_ACCOUNT)
         if account is None:  # stopping: nothing of the account to say
             return await self._serve(scope, None, (self._render_process,))
-        return await self._serve(scope, account.view(),
+        return await self._serve(scope, scraped(account),
                                  (account.metrics.rendered, self._render_process))  # fmt: skip
 
     async def _probe(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
@@ -288,7 +345,7 @@ class ExporterApp:
         target = accounts.get(targets[0])
         if target is None:
             return _no_such_account(accounts)
-        return await self._serve(scope, target.view(), (target.metrics.rendered,))
+        return await self._serve(scope, scraped(target), (target.metrics.rendered,))
 
     async def _serve(
         self, scope: Scope, view: View | None, parts: tuple[Rendering, ...]
@@ -325,7 +382,7 @@ class ExporterApp:
         return _text(503, "poll loop is not running")
 
     async def _readyz(self, scope: Scope) -> tuple[int, Headers, list[bytes]]:
-        health = {name: account.view().health for name, account in self._accounts().items()}
+        health = {name: account.health() for name, account in self._accounts().items()}
         ready = bool(health) and all(h.ready for h in health.values())
         if not self._multi and DEFAULT_ACCOUNT in health:
             return _text(200 if ready else 503, health[DEFAULT_ACCOUNT].reason)
@@ -381,7 +438,7 @@ text-align:left}}</style></head>
 """
         return 200, [(b"content-type", b"text/html; charset=utf-8")], [page.encode()]
 
-    def _row(self, name: str, account: Account) -> str:
+    def _row(self, name: str, account: Target) -> str:
         try:
             return _account_row(name, account.status())
         except Exception:

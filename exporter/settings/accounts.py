@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError, field_validator
 
 from exporter.api.network import ApiRoute, CaFileError, environment_proxy, tls_context
-from exporter.config import (
+from exporter.settings.model import (
     Problem,
     Settings,
     SettingsError,
@@ -38,8 +38,8 @@ from exporter.config import (
     read_quotas,
     validation_problems,
 )
-from exporter.quota import Quotas
-from exporter.schema import FileError, KeyProblem, Schema, load_file
+from exporter.settings.quotas import Quotas
+from exporter.settings.schema import FileError, KeyProblem, Schema, load_file
 
 DEFAULT_ACCOUNT = "default"
 ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")

@@ -23,9 +23,9 @@ from exporter.api.client import EvoticClient, Listing
 from exporter.api.errors import EvoticError
 from exporter.api.models import Server, ServerStatus
 from exporter.api.token import TokenSource
-from exporter.config import Settings
-from exporter.quota import Quotas, billing_period
-from exporter.snapshot import Outcome, PollState, Snapshot
+from exporter.polling.snapshot import Outcome, PollState, Snapshot
+from exporter.settings.model import Settings
+from exporter.settings.quotas import Quotas, billing_period
 
 Publish = Callable[[PollState], Awaitable[None]]
 
@@ -118,7 +118,7 @@ class Poller:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._log = logger or structlog.get_logger("exporter.poller")
+        self._log = logger or structlog.get_logger("exporter.polling.poller")
         self.state = PollState()
         self._statuses: Mapping[str, ServerStatus] = MappingProxyType({})
         self._failures = 0

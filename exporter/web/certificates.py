@@ -22,8 +22,8 @@ from pathlib import Path
 
 import structlog
 
-from exporter.webconfig import Fingerprint, LoadedTls, TlsFiles, WebConfig, WebConfigError
-from exporter.webserver import HttpsContext
+from exporter.web.config import Fingerprint, LoadedTls, TlsFiles, WebConfig, WebConfigError
+from exporter.web.server import HttpsContext
 
 CHECK_INTERVAL = 2.0
 

@@ -1,5 +1,5 @@
 """What every command reads first: flags over variables into ``Settings``, then the accounts
-and the files they name (configuration, quotas, web configuration), each file read once.
+and the files they name (configuration, quotas), each file read once.
 
 The daemon (``cli.py``), ``check`` and the asset commands all start here, so a mistake gets the
 same one line, and exit code 2, whichever command meets it.
@@ -16,20 +16,16 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from exporter import __version__
-from exporter.accounts_file import AccountConfig, read_accounts
-from exporter.api.network import ProxySettingError
-from exporter.config import (
+from exporter.settings.accounts import AccountConfig, read_accounts
+from exporter.settings.model import (
     OPTIONS,
     Settings,
     SettingsError,
     check_sources,
     default_text,
-    file_problem,
     read_environment,
     validation_problems,
 )
-from exporter.reloading import Files, LoadFailed
-from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 PROG = "evotic-exporter"
 
@@ -83,21 +79,3 @@ def load(argv: Sequence[str] | None, environ: Mapping[str, str] = os.environ) ->
 
 def load_settings(argv: Sequence[str] | None) -> Settings:
     return load(argv).settings
-
-
-def load_web(settings: Settings) -> WebConfig:
-    """The checked web configuration (TLS, basic auth, headers); plain HTTP without a file."""
-    if settings.web_config_file is None:
-        return WebConfig()
-    try:
-        return load_web_config(settings.web_config_file)
-    except WebConfigError as error:
-        raise file_problem("web_config_file", error) from None
-
-
-def read_files(settings: Settings, environ: Mapping[str, str]) -> Files:
-    """Every file again, for a reload; ``LoadFailed`` with the one-line problem."""
-    try:
-        return Files(read_accounts(settings, environ), load_web(settings))
-    except (SettingsError, ProxySettingError) as error:
-        raise LoadFailed(str(error)) from None

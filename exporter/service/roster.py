@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from exporter.account import Account
-from exporter.accounts_file import AccountConfig
+from exporter.service.account import Account
+from exporter.settings.accounts import AccountConfig
 
 # Builds and starts one account; what it starts beside it (a demo simulator) goes on the stack.
 StartAccount = Callable[[AccountConfig, contextlib.AsyncExitStack], Awaitable[Account]]
@@ -37,7 +37,7 @@ class _Running:
     stack: contextlib.AsyncExitStack
 
 
-class Accounts:
+class Roster:
     """The running accounts; ``current`` maps their names to them, in the configured order."""
 
     def __init__(self, start: StartAccount) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.snapshot import PollState, Snapshot
+from exporter.polling.snapshot import PollState, Snapshot
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,26 @@
-"""Where an account's API and token come from: its settings, or with ``--demo`` a simulated
-API of its own. The daemon and ``evotic-exporter check`` open them the same way."""
+"""An account's API client: where the API and the token come from (its settings, or with
+``--demo`` a simulated API of its own) and the client that reaches it. The daemon and
+``evotic-exporter check`` connect the same way, through ``connect``."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from exporter.accounts_file import AccountConfig
+from exporter import __version__
+from exporter.api.client import EvoticClient, RequestObserver
+from exporter.api.ratelimit import RateBudgets
 from exporter.api.token import TokenSource
-from exporter.config import describe_setting
-from exporter.logging import Redactor
-from exporter.quota import load_quotas
+from exporter.runtime.logs import Redactor
+from exporter.runtime.worker import Offload
+from exporter.settings.accounts import AccountConfig
+from exporter.settings.loading import PROG
+from exporter.settings.model import describe_setting
+from exporter.settings.quotas import load_quotas
 
 DEMO_CHURN_INTERVAL = 300.0
 DEMO_QUOTA_BYTES = 5.0 * 2**40
@@ -29,7 +36,7 @@ class Source:
     budget_key: str
 
 
-async def open_source(
+async def _open_source(
     config: AccountConfig, stack: contextlib.AsyncExitStack, redactor: Redactor, *, multi: bool
 ) -> Source:
     """The account's source; a demo simulator it starts is stopped by ``stack``."""
@@ -54,6 +61,45 @@ async def open_source(
     path = settings.api_token_file
     token = TokenSource(redactor, path=path)
     return Source(settings.api_url, token, str(path and path.resolve()))
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An account's client and the token source it sends."""
+
+    client: EvoticClient
+    token: TokenSource
+
+
+async def connect(
+    config: AccountConfig,
+    stack: contextlib.AsyncExitStack,
+    redactor: Redactor,
+    *,
+    multi: bool,
+    observe: RequestObserver,
+    budgets: RateBudgets | None = None,
+    offload: Offload = asyncio.to_thread,
+    one_call: bool = False,
+) -> Connection:
+    """The account's client; ``stack`` closes it and stops a demo simulator it polls.
+
+    ``budgets`` shares a rate budget between the accounts that send the same token; ``one_call``
+    (``check``) says the token file is read once, as there is no next poll to read it again.
+    """
+    settings = config.settings
+    source = await _open_source(config, stack, redactor, multi=multi)
+    token = source.token
+    path = settings.api_token_file
+    origin = f"the token file {path}" if one_call and path is not None else token.origin
+    client = EvoticClient(
+        source.api_url, token, timeout=settings.api_timeout,
+        user_agent=f"{PROG}/{__version__}", observe=observe, auth_origin=origin,
+        route=config.route, offload=offload,
+        budget=None if budgets is None else budgets.for_token(source.budget_key),
+    )  # fmt: skip
+    stack.push_async_callback(client.aclose)
+    return Connection(client, token)
 
 
 def with_demo_quota(accounts: Mapping[str, AccountConfig]) -> dict[str, AccountConfig]:

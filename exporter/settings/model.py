@@ -27,8 +27,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from exporter.api.errors import TokenFileError
 from exporter.api.token import clean_token, read_token_file
-from exporter.quota import QuotaError, Quotas, Size, load_quotas
-from exporter.schema import FileError
+from exporter.settings.quotas import QuotaError, Quotas, Size, load_quotas
+from exporter.settings.schema import FileError
 
 DEFAULT_PORT = 19875
 ENV_PREFIX = "EVOTIC_"
@@ -185,7 +185,7 @@ def check_sources(settings: Settings) -> None:
     the poller reads it again at every poll.
     """
     if settings.config_file is not None:
-        return  # each account of the file is checked on its own (exporter.accounts_file)
+        return  # each account of the file is checked on its own (exporter.settings.accounts)
     if settings.demo:
         # The demo polls its own simulator; an API or token given beside it would be ignored.
         given = [

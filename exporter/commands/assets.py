@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from exporter import __version__
-from exporter.loading import PROG, Parser
+from exporter.settings.loading import PROG, Parser
 
 
 @dataclass(frozen=True)

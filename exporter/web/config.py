@@ -39,8 +39,9 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.schema import FileError, KeyProblem, Schema, load_file, one_of
-from exporter.webserver import HttpsContext
+from exporter.settings.model import Settings, file_problem
+from exporter.settings.schema import FileError, KeyProblem, Schema, load_file, one_of
+from exporter.web.server import HttpsContext
 
 REALM = "evotic-exporter"
 CHALLENGE = f'Basic realm="{REALM}"'.encode("ascii")
@@ -546,3 +547,13 @@ def _connection_settings(context: ssl.SSLContext, tls: TlsServerConfig) -> None:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+
+
+def load_web(settings: Settings) -> WebConfig:
+    """The checked web configuration (TLS, basic auth, headers); plain HTTP without a file."""
+    if settings.web_config_file is None:
+        return WebConfig()
+    try:
+        return load_web_config(settings.web_config_file)
+    except WebConfigError as error:
+        raise file_problem("web_config_file", error) from None

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from exporter.accounts import Accounts
-from exporter.accounts_file import AccountConfig
-from exporter.own_metrics import ReloadMetrics
-from exporter.webconfig import WebConfig
+from exporter.api.network import ProxySettingError
+from exporter.exposition.own_metrics import ReloadMetrics
+from exporter.service.roster import Roster
+from exporter.settings.accounts import AccountConfig, read_accounts
+from exporter.settings.model import Settings, SettingsError
+from exporter.web.config import WebConfig, load_web
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,21 @@ class LoadFailed(Exception):
     """Files that cannot be used; ``str()`` is one line without secrets."""
 
 
+def read_files(settings: Settings, environ: Mapping[str, str]) -> Files:
+    """Every file again, for a reload; ``LoadFailed`` with the one-line problem."""
+    try:
+        return Files(read_accounts(settings, environ), load_web(settings))
+    except (SettingsError, ProxySettingError) as error:
+        raise LoadFailed(str(error)) from None
+
+
 class Reloader:
     """Applies ``read()`` (which raises ``LoadFailed``) to the accounts and ``use_web``."""
 
     def __init__(
         self,
         read: Callable[[], Files],
-        accounts: Accounts,
+        accounts: Roster,
         use_web: Callable[[WebConfig], Awaitable[None]],
         metrics: ReloadMetrics,
         *,

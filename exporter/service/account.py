@@ -1,7 +1,7 @@
 """One Evotic account, wired: API client -> poller -> exposition cache, and its own metrics.
 
-The poller publishes into the cache; a scrape asks ``view()`` for what to serve, which reads
-the last publication and the time and never waits for the API.
+The poller publishes into the cache; a scrape asks ``health()`` and ``exposition()`` for what to
+serve, which read the last publication and the time and never wait for the API.
 """
 
 from __future__ import annotations
@@ -9,40 +9,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 
 from exporter.api.client import EvoticClient
 from exporter.api.token import TokenSource
-from exporter.exposition import Exposition, ExpositionCache
-from exporter.health import Health, assess
-from exporter.offload import Offload
-from exporter.own_metrics import AccountMetrics
-from exporter.poller import Poller, PollSettings
-from exporter.quota import Quotas
-from exporter.snapshot import PollState
-
-
-@dataclass(frozen=True)
-class Status:
-    """What the landing page says of an account: its health, the age of the data it serves,
-    why its last poll failed (``None``: it did not), and the rate limit the API last stated
-    (``(limit, remaining)``, ``None`` until it has)."""
-
-    health: Health
-    age: float | None
-    last_error: str | None
-    rate: tuple[int, int] | None
-
-
-@dataclass(frozen=True)
-class View:
-    """What a scrape serves: the per-server exposition (headers alone when there is nothing to
-    trust) and the account's health."""
-
-    exposition: Exposition
-    health: Health
+from exporter.exposition.own_metrics import AccountMetrics
+from exporter.exposition.render import Exposition, ExpositionCache
+from exporter.polling.health import Health, assess
+from exporter.polling.poller import Poller, PollSettings
+from exporter.polling.snapshot import PollState
+from exporter.runtime.worker import Offload
+from exporter.settings.quotas import Quotas
+from exporter.web.app import Status
 
 
 class Account:
@@ -75,13 +54,14 @@ class Account:
     async def _publish(self, state: PollState) -> None:
         await self.cache.update(state.snapshot)
 
-    def view(self) -> View:
-        health = assess(self.poller.state, self._clock(), self._stale_after)
-        self.metrics.serving(health)
-        return View(self.cache.get(health.snapshot), health)
+    def health(self) -> Health:
+        return assess(self.poller.state, self._clock(), self._stale_after)
+
+    def exposition(self, health: Health) -> Exposition:
+        return self.cache.get(health.snapshot)
 
     def status(self) -> Status:
-        health = self.view().health
+        health = self.health()
         snapshot = self.poller.state.snapshot
         outcome = self.poller.state.outcome
         age = None if snapshot is None else max(0.0, self._clock() - snapshot.taken_at)

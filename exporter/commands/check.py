@@ -24,20 +24,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from exporter import __version__
-from exporter.accounts_file import AccountConfig
 from exporter.api.client import EvoticClient
 from exporter.api.errors import EvoticError
 from exporter.api.models import Server
 from exporter.api.network import ProxySettingError
 from exporter.api.token import TokenSource
-from exporter.config import SettingsError
-from exporter.loading import PROG, Loaded, Parser, load, load_web
-from exporter.logging import Redactor
-from exporter.metrics import FLOWS, traffic_of
-from exporter.poller import PollSettings
-from exporter.quota import Quotas
-from exporter.sources import open_source, with_demo_quota
+from exporter.exposition.families import FLOWS, traffic_of
+from exporter.polling.poller import PollSettings
+from exporter.runtime.logs import Redactor
+from exporter.service.connect import connect, with_demo_quota
+from exporter.settings.accounts import AccountConfig
+from exporter.settings.loading import PROG, Loaded, Parser, load
+from exporter.settings.model import SettingsError
+from exporter.settings.quotas import Quotas
+from exporter.web.config import load_web
 
 OUTPUTS = ("table", "json")
 TOP = 5
@@ -202,23 +202,13 @@ async def check_listing(
 async def check_account(config: AccountConfig, redactor: Redactor, *, multi: bool) -> AccountCheck:
     """Build the account's token source and client as the exporter does, and check it; with
     ``--demo``, against a simulator of its own, started as the exporter starts it."""
-    settings = config.settings
     async with contextlib.AsyncExitStack() as stack:
-        source = await open_source(config, stack, redactor, multi=multi)
-        token = source.token
-        # A token file's origin says it is read again next poll: there is no next poll here.
-        path = settings.api_token_file
-        origin = token.origin if path is None else f"the token file {path}"
         codes = RequestCodes()
-        client = EvoticClient(
-            source.api_url, token, timeout=settings.api_timeout,
-            user_agent=f"{PROG}/{__version__}", observe=codes,
-            auth_origin=origin, route=config.route,
-        )  # fmt: skip
-        stack.push_async_callback(client.aclose)
-        deadline = PollSettings.from_settings(settings).deadline
-        checked = await check_listing(config.name, client, token, config.quotas, codes,
-                                      deadline=deadline)  # fmt: skip
+        connection = await connect(config, stack, redactor, multi=multi, observe=codes,
+                                   one_call=True)  # fmt: skip
+        deadline = PollSettings.from_settings(config.settings).deadline
+        checked = await check_listing(config.name, connection.client, connection.token,
+                                      config.quotas, codes, deadline=deadline)  # fmt: skip
     return checked
 
 

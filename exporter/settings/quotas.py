@@ -32,7 +32,7 @@ from typing import Annotated, ClassVar, Self
 from pydantic import AfterValidator, BeforeValidator, Field, StrictStr, model_validator
 
 from exporter.api.models import Server
-from exporter.schema import FileError, Schema, load_file
+from exporter.settings.schema import FileError, Schema, load_file
 
 DIRECTIONS = ("incoming", "outgoing")
 _UNITS = {

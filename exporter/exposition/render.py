@@ -1,6 +1,6 @@
 """The exposition cache: each snapshot rendered once, in every form a scrape may ask for.
 
-``render_snapshot`` writes the per-server families of ``exporter/metrics.py`` straight from the
+``render_snapshot`` writes the per-server families of ``families.py`` straight from the
 records, with each family's label order derived from its definition; ``tests/test_render.py``
 holds it byte for byte to prometheus_client's renderer over the same readers.
 
@@ -28,9 +28,9 @@ from typing import Literal, cast
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from exporter.api.models import Server, Traffic
-from exporter.metrics import FLOWS, SNAPSHOT_METRICS, MetricDef, Sample, traffic_of
-from exporter.offload import Offload
-from exporter.snapshot import Snapshot
+from exporter.exposition.families import FLOWS, SNAPSHOT_METRICS, MetricDef, Sample, traffic_of
+from exporter.polling.snapshot import Snapshot
+from exporter.runtime.worker import Offload
 
 Format = Literal["text", "openmetrics"]
 

@@ -1,10 +1,10 @@
 """Every metric the exporter serves: name, type, help text, label names and how to read it.
 
 This module is the one place that knows them. Each per-server family carries its value reader,
-so the fast renderer (``exporter/exposition.py``), the prometheus_client reference renderer the
-tests hold it to (``tests/reference.py``) and the README's metrics table all come from the same
+so the fast renderer (``render.py``), the prometheus_client reference renderer the tests
+hold it to (``tests/reference.py``) and the README's metrics table all come from the same
 definition. The exporter's own metrics are declared here too and kept by prometheus_client
-(``exporter/own_metrics.py``).
+(``own_metrics.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from exporter.api.models import Server, Traffic, TrafficDirection
-from exporter.snapshot import Snapshot
+from exporter.polling.snapshot import Snapshot
 
 MIB = 2**20
 GIB = 2**30
