@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Final
 from urllib.parse import parse_qs
 
-from simulator.asgi import Receive, Scope, Send
+from exporter.web.server import Receive, Scope, Send
 from simulator.control import CONTROL_PREFIX, ControlApi, RequestStats
 from simulator.faults import Endpoint, FaultContext, FaultSet
 from simulator.fleet import Fleet, UnknownServerError

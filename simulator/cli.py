@@ -8,30 +8,15 @@ import logging
 import os
 import signal
 
+from exporter.settings.model import format_address, parse_listen_address
+from exporter.web.server import quiet_server_loggers
 from simulator.faults import FAULT_KINDS, Scope
-from simulator.runner import RunningSimulator, SimulatorOptions, format_address, start_simulator
+from simulator.runner import RunningSimulator, SimulatorOptions, start_simulator
 
 PROG = "evotic-simulator"
 TOKEN_ENV = "EVOTIC_SIMULATOR_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 log = logging.getLogger("simulator")
-
-
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """Split ``host:port``, with an IPv6 host in brackets (``[::1]:8980``).
-
-    ``:port`` listens on every IPv4 interface, as Go's servers read it.
-    """
-    bracketed = address.startswith("[")
-    if bracketed:
-        host, separator, port = address[1:].partition("]:")
-    else:
-        host, separator, port = address.rpartition(":")
-    if not separator or (bracketed and not host) or (":" in host and not bracketed):
-        raise ValueError(f"listen address {address!r}: expected host:port or [ipv6]:port")
-    if not (port.isascii() and port.isdecimal() and int(port) <= 65535):
-        raise ValueError(f"listen address {address!r}: the port must be a number up to 65535")
-    return host or "0.0.0.0", int(port)
 
 
 def _fault(text: str) -> tuple[str, str]:
@@ -111,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # Hypercorn's start-up line would only repeat the one printed below.
-    logging.getLogger("hypercorn").setLevel(logging.WARNING)
+    quiet_server_loggers()
     return asyncio.run(_serve(options, host, port, args.fault))
 
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.asgi import Receive, Scope
+from exporter.web.server import Receive, Scope
 
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=UTF-8"

@@ -1,24 +1,14 @@
-"""Start the simulator on a real socket inside the caller's event loop, and stop it again.
-
-Hypercorn serves it through its public ``serve()``, given a shutdown trigger so that it installs
-no signal handlers of its own: the caller's loop owns the process's signals.
-"""
+"""Start the simulator on a real socket inside the caller's event loop, and stop it again."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
-import os
-import socket
-import ssl
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
-import hypercorn.asyncio
-import hypercorn.config
-
+from exporter.settings.model import format_address
+from exporter.web.server import AsgiServer, HttpsContext, bind_socket
 from simulator.app import SimulatorApp
 from simulator.control import CONTROL_PREFIX
 from simulator.faults import FaultSet
@@ -59,90 +49,11 @@ class SimulatorOptions:
             raise ValueError("rate_limit must be 0 or more, rate_window a positive number")
 
 
-def format_address(host: str, port: int) -> str:
-    """``host:port`` as it is written in a URL: ``[::1]:8980`` for an IPv6 address."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP given explicitly: asyncio only disables Nagle's algorithm on accepted sockets
-    # whose protocol says TCP, and an answer written as head + body would otherwise wait for the
-    # client's delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen()
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class _Config(hypercorn.config.Config):
-    """Hypercorn's settings, serving a ready ``SSLContext`` instead of one built from file names.
-
-    Hypercorn builds its context from ``certfile`` and ``keyfile``; overriding the public property
-    that asks whether to and the method that builds it makes the caller's context the one used.
-    """
-
-    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
-        self._ssl_context = ssl_context
-        # Twice Hypercorn's 5 s, so that a client polling every 5 s does not send its next
-        # request just as the server closes the idle connection.
-        self.keep_alive_timeout = 10.0
-        # Answers name no server, as before this module served them itself: Hypercorn's name
-        # is not the API's, and nothing a client should see.
-        self.include_server_header = False
-        # A logger object is used as it is: no handler of Hypercorn's own, so its lines go
-        # through the caller's logging set-up.
-        self.errorlog = logging.getLogger("hypercorn.error")
-
-    @property
-    def ssl_enabled(self) -> bool:
-        return self._ssl_context is not None
-
-    def create_ssl_context(self) -> ssl.SSLContext | None:
-        return self._ssl_context
-
-
-class _Server:
-    """Hypercorn serving ``app`` on a listening socket, as a task of the running loop."""
-
-    def __init__(
-        self, app: SimulatorApp, sock: socket.socket, ssl_context: ssl.SSLContext | None
-    ) -> None:
-        self._sock = sock
-        self._stopping = asyncio.Event()
-        config = _Config(ssl_context)
-        # Hypercorn closes a socket given as "fd://N" when it stops; a duplicate leaves
-        # ``sock`` to this object.
-        config.bind = [f"fd://{os.dup(sock.fileno())}"]
-        serving = hypercorn.asyncio.serve(
-            app,  # type: ignore[arg-type]  # Hypercorn's scope and messages are TypedDicts
-            config,
-            shutdown_trigger=self._stopping.wait,
-            mode="asgi",
-        )
-        self._serving = asyncio.create_task(serving, name="simulator-http")
-
-    @property
-    def port(self) -> int:
-        return int(self._sock.getsockname()[1])
-
-    async def stop(self) -> None:
-        """Stop accepting, let answers in flight finish (Hypercorn bounds the wait), close."""
-        self._stopping.set()
-        self._sock.close()
-        await self._serving
-
-
 class RunningSimulator:
     """A simulator serving HTTP; ``url`` is the API base, ``control_url`` the test controls."""
 
     def __init__(
-        self, server: _Server, app: SimulatorApp, host: str, token: str, *, tls: bool = False
+        self, server: AsgiServer, app: SimulatorApp, host: str, token: str, *, tls: bool = False
     ) -> None:
         self._server = server
         self.app = app
@@ -179,7 +90,7 @@ async def start_simulator(
     port: int = 0,
     *,
     clock: Clock | None = None,
-    ssl_context: ssl.SSLContext | None = None,
+    ssl_context: HttpsContext | None = None,
 ) -> RunningSimulator:
     """Build the fleet and serve the API on ``host:port`` (port 0 picks a free one).
 
@@ -203,10 +114,10 @@ async def start_simulator(
         if options.rate_limit
         else None,
     )
-    # Listening before Hypercorn runs: clients that connect early wait in the kernel's queue.
-    sock = _listening_socket(host, port)
+    sock = bind_socket(host, port)
+    server = AsgiServer(app, sock, ssl_context=ssl_context)
     try:
-        server = _Server(app, sock, ssl_context)
+        await server.start()
     except BaseException:
         sock.close()
         raise
