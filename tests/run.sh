@@ -30,7 +30,7 @@ ruff check .
 ruff format --check .
 echo "== mypy (strict)"
 mypy
-echo "== import contracts (the layers of exporter/, the independent simulator)"
+echo "== import contracts (the layers of exporter/)"
 lint-imports
 # pytest exits 5 when a selection (-k, a path) leaves a lane without tests; that is no failure.
 lane() {
